@@ -1,0 +1,175 @@
+//! Command-line parsing: `cargo xtask <command> [options]`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use crate::generate;
+
+pub const USAGE: &str = "\
+cargo xtask [--root DIR] <command>
+
+commands:
+  generate [--check [--reprobe]] [--only NAME]...
+        probe the toolchains of lre/toolchains.toml and write generated/;
+        --check renders from the checked-in facts and fails with a diff when generated/ is stale;
+        --reprobe (with --check) also probes again and compares with the facts;
+        --only probes just the named toolchains (others keep their facts)
+  run [TARGET] [--install-missing] [-- BAZEL_ARGS...]
+        bazel run --config=lre TARGET (default //examples:hello_lre)
+  bazel BAZEL_ARGS...
+        run Bazel in this repository (with this machine's offline overrides, if any)
+  doctor
+        report prerequisites and whether generated/ is stale or impure
+  test [--install-missing]
+        check generated/, then run the whole test suite (installs missing tools when CI is set)
+  bench [--no-compile]
+        print the median time of `generate` next to Bazel's C++ autoconfiguration, and the
+        clean compile time of this crate
+";
+
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Generate(generate::Options),
+    Run { target: String, bazel_args: Vec<String>, install_missing: bool },
+    Bazel(Vec<String>),
+    Doctor,
+    Test { install_missing: bool },
+    Bench { include_compile: bool },
+    Help,
+}
+
+#[derive(Debug, PartialEq)]
+pub struct Invocation {
+    pub root: Option<PathBuf>,
+    pub command: Command,
+}
+
+pub const DEFAULT_TARGET: &str = "//examples:hello_lre";
+
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
+    let mut args = args.into_iter().peekable();
+    let mut root = None;
+    while let Some(arg) = args.peek() {
+        match arg.as_str() {
+            "--root" => {
+                args.next();
+                root = Some(PathBuf::from(args.next().context("--root needs a directory")?));
+            }
+            "-h" | "--help" | "help" => return Ok(Invocation { root, command: Command::Help }),
+            _ => break,
+        }
+    }
+    let Some(name) = args.next() else { return Ok(Invocation { root, command: Command::Help }) };
+    let rest: Vec<String> = args.collect();
+    let command = match name.as_str() {
+        "generate" => {
+            let mut options = generate::Options::default();
+            let mut rest = rest.into_iter();
+            while let Some(arg) = rest.next() {
+                match arg.as_str() {
+                    "--check" => options.check = true,
+                    "--reprobe" => options.reprobe = true,
+                    "--only" => options.only.push(rest.next().context("--only needs a toolchain name")?),
+                    other => bail!("generate: unknown option {other:?}\n\n{USAGE}"),
+                }
+            }
+            if options.reprobe && !options.check {
+                bail!("generate: --reprobe compares with the facts and only makes sense with --check");
+            }
+            Command::Generate(options)
+        }
+        "run" => {
+            let (own, bazel_args) = split_at_dashes(rest);
+            let mut target = None;
+            let mut install_missing = false;
+            for arg in own {
+                match arg.as_str() {
+                    "--install-missing" => install_missing = true,
+                    flag if flag.starts_with('-') => {
+                        bail!("run: unknown option {flag:?}; pass Bazel options after `--`")
+                    }
+                    _ if target.is_some() => bail!("run: one target at a time (got {arg:?} too)"),
+                    _ => target = Some(arg),
+                }
+            }
+            Command::Run { target: target.unwrap_or_else(|| DEFAULT_TARGET.to_owned()), bazel_args, install_missing }
+        }
+        "bazel" => {
+            if rest.is_empty() {
+                bail!("bazel: give a Bazel command, e.g. `cargo xtask bazel build --config=lre //examples/...`");
+            }
+            Command::Bazel(rest)
+        }
+        "doctor" => {
+            no_more("doctor", &rest)?;
+            Command::Doctor
+        }
+        "test" => match rest.as_slice() {
+            [] => Command::Test { install_missing: false },
+            [flag] if flag == "--install-missing" => Command::Test { install_missing: true },
+            _ => bail!("test: unknown arguments {rest:?}"),
+        },
+        "bench" => match rest.as_slice() {
+            [] => Command::Bench { include_compile: true },
+            [flag] if flag == "--no-compile" => Command::Bench { include_compile: false },
+            _ => bail!("bench: unknown arguments {rest:?}"),
+        },
+        other => bail!("unknown command {other:?}\n\n{USAGE}"),
+    };
+    Ok(Invocation { root, command })
+}
+
+fn split_at_dashes(args: Vec<String>) -> (Vec<String>, Vec<String>) {
+    match args.iter().position(|a| a == "--") {
+        Some(at) => (args[..at].to_vec(), args[at + 1..].to_vec()),
+        None => (args, Vec::new()),
+    }
+}
+
+fn no_more(command: &str, rest: &[String]) -> Result<()> {
+    if rest.is_empty() { Ok(()) } else { bail!("{command}: unexpected arguments {rest:?}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(line: &str) -> Result<Invocation> {
+        parse(line.split_whitespace().map(str::to_owned))
+    }
+
+    #[test]
+    fn parses_generate_options() {
+        let invocation = parse_str("--root /r generate --check --reprobe --only lre-cc").unwrap();
+        assert_eq!(invocation.root, Some(PathBuf::from("/r")));
+        assert_eq!(
+            invocation.command,
+            Command::Generate(generate::Options { check: true, reprobe: true, only: vec!["lre-cc".into()] })
+        );
+        assert!(parse_str("generate --reprobe").unwrap_err().to_string().contains("--check"));
+        assert!(parse_str("generate --force").is_err());
+    }
+
+    #[test]
+    fn run_passes_bazel_arguments_through() {
+        let invocation = parse_str("run //examples:hello_c -- --toolchain_resolution_debug=.* -c opt").unwrap();
+        assert_eq!(
+            invocation.command,
+            Command::Run {
+                target: "//examples:hello_c".into(),
+                bazel_args: vec!["--toolchain_resolution_debug=.*".into(), "-c".into(), "opt".into()],
+                install_missing: false,
+            }
+        );
+        let default = parse_str("run --install-missing").unwrap();
+        assert!(matches!(default.command, Command::Run { ref target, install_missing: true, .. } if target == DEFAULT_TARGET));
+        assert!(parse_str("run -c opt").unwrap_err().to_string().contains("after `--`"));
+    }
+
+    #[test]
+    fn unknown_commands_show_usage() {
+        assert!(parse_str("deploy").unwrap_err().to_string().contains("commands:"));
+        assert_eq!(parse_str("").unwrap().command, Command::Help);
+    }
+}

@@ -1,0 +1,41 @@
+use std::process::ExitCode;
+
+use xtask::cli::{self, Command};
+use xtask::{bazel, doctor, generate, prereqs, Project};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let invocation = cli::parse(std::env::args().skip(1))?;
+    let project = invocation.root.map_or_else(Project::from_build, Project::new);
+    match invocation.command {
+        Command::Generate(options) => generate::run(&project, &options),
+        Command::Run { target, bazel_args, install_missing } => {
+            xtask::run::run(&project, &target, &bazel_args, install_missing || in_ci())
+        }
+        Command::Bazel(args) => bazel::run(&project, &args),
+        Command::Doctor => doctor::run(&project),
+        Command::Test { install_missing } => {
+            prereqs::ensure(prereqs::FOR_TESTS, install_missing || in_ci())?;
+            generate::run(&project, &generate::Options { check: true, ..Default::default() })?;
+            xtask::run::cargo_test(&project)
+        }
+        Command::Bench { include_compile } => xtask::bench::run(&project, include_compile),
+        Command::Help => {
+            print!("{}", cli::USAGE);
+            Ok(())
+        }
+    }
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}

@@ -1,0 +1,210 @@
+//! The programs the workflow needs, how to tell their version, and how to install them.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use xshell::{cmd, Shell};
+
+use crate::version::Version;
+
+/// A program the workflow can use.
+pub struct Prerequisite {
+    pub name: &'static str,
+    /// Executables that satisfy it, in order of preference.
+    pub executables: &'static [&'static str],
+    pub version_args: &'static [&'static str],
+    pub minimum: Option<Version>,
+    /// What it is for, shown by `doctor`.
+    pub purpose: &'static str,
+    /// Debian packages that provide it, when Debian has it.
+    pub debian_packages: &'static [&'static str],
+    /// What to do when Debian does not provide it.
+    pub otherwise: &'static str,
+}
+
+pub const NIX: Prerequisite = Prerequisite {
+    name: "nix",
+    executables: &["nix"],
+    version_args: &["--version"],
+    minimum: Some(Version::new(2, 19, 0)),
+    purpose: "toolchains with source = \"nix\"; the dev shell",
+    debian_packages: &[],
+    otherwise: "install Nix 2.19 or later (the official installer, or your distribution's package)",
+};
+
+pub const BAZEL: Prerequisite = Prerequisite {
+    name: "bazel",
+    executables: &["bazel", "bazelisk"],
+    version_args: &["--version"],
+    minimum: None,
+    purpose: "builds with --config=lre (Bazel 7 or newer recommended)",
+    debian_packages: &["bazel-bootstrap", "bazel-platforms", "bazel-rules-java"],
+    otherwise: "install bazelisk, which fetches the Bazel version in .bazelversion",
+};
+
+pub const CONTAINER_RUNTIME: Prerequisite = Prerequisite {
+    name: "container runtime",
+    executables: &["docker", "podman"],
+    version_args: &["--version"],
+    minimum: None,
+    purpose: "loading toolchain and worker images",
+    debian_packages: &["docker.io"],
+    otherwise: "install Docker or Podman",
+};
+
+pub const KUBECTL: Prerequisite = Prerequisite {
+    name: "kubectl",
+    executables: &["kubectl"],
+    version_args: &["version", "--client"],
+    minimum: None,
+    purpose: "the Kubernetes example",
+    debian_packages: &[],
+    otherwise: "install kubectl from the Kubernetes project",
+};
+
+pub const KIND: Prerequisite = Prerequisite {
+    name: "kind",
+    executables: &["kind"],
+    version_args: &["version"],
+    minimum: None,
+    purpose: "a local Kubernetes cluster for the example",
+    debian_packages: &[],
+    otherwise: "install kind (it ships in the Nix dev shell)",
+};
+
+pub const SKOPEO: Prerequisite = Prerequisite {
+    name: "skopeo",
+    executables: &["skopeo"],
+    version_args: &["--version"],
+    minimum: None,
+    purpose: "copying images to a registry",
+    debian_packages: &["skopeo"],
+    otherwise: "install skopeo",
+};
+
+pub const NATIVELINK: Prerequisite = Prerequisite {
+    name: "nativelink",
+    executables: &["nativelink"],
+    version_args: &["--version"],
+    minimum: None,
+    purpose: "remote execution on this machine",
+    debian_packages: &[],
+    otherwise: "enter the Nix dev shell (it provides nativelink) or build it from NativeLink's sources",
+};
+
+pub const CLANG: Prerequisite = Prerequisite {
+    name: "clang",
+    executables: &["clang"],
+    version_args: &["--version"],
+    minimum: None,
+    purpose: "the test suite's clang toolchain",
+    debian_packages: &["clang"],
+    otherwise: "install clang",
+};
+
+pub const GXX: Prerequisite = Prerequisite {
+    name: "g++",
+    executables: &["g++"],
+    version_args: &["--version"],
+    minimum: None,
+    purpose: "the host gcc toolchain",
+    debian_packages: &["g++"],
+    otherwise: "install g++",
+};
+
+pub const JDK: Prerequisite = Prerequisite {
+    name: "java",
+    executables: &["java"],
+    version_args: &["-version"],
+    minimum: None,
+    purpose: "the host Java toolchain",
+    debian_packages: &["openjdk-17-jdk-headless"],
+    otherwise: "install a JDK 17",
+};
+
+/// What `doctor` reports, in order.
+pub const ALL: &[&Prerequisite] = &[&NIX, &CONTAINER_RUNTIME, &BAZEL, &KUBECTL, &KIND, &SKOPEO, &NATIVELINK];
+
+/// What `run` and the test suite need on this machine.
+pub const FOR_TESTS: &[&Prerequisite] = &[&BAZEL, &GXX, &CLANG, &JDK];
+
+#[derive(Debug)]
+pub enum Found {
+    Missing,
+    /// The program runs; its version when it told one.
+    Present { path: PathBuf, version: Option<Version>, banner: String },
+}
+
+impl Prerequisite {
+    pub fn find(&self) -> Found {
+        let Some(path) = self.executables.iter().find_map(|exe| which::which(exe).ok()) else {
+            return Found::Missing;
+        };
+        let banner = Shell::new()
+            .ok()
+            .and_then(|sh| {
+                let args = self.version_args;
+                let output = cmd!(sh, "{path} {args...}").quiet().ignore_status().output().ok()?;
+                let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+                text.push_str(&String::from_utf8_lossy(&output.stderr));
+                Some(text)
+            })
+            .unwrap_or_default();
+        let banner = banner.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
+        Found::Present { version: Version::find_in(&banner), path, banner }
+    }
+
+    /// The advice for a missing or too old program.
+    pub fn remedy(&self) -> String {
+        if self.debian_packages.is_empty() || !is_debian() {
+            self.otherwise.to_owned()
+        } else {
+            format!("apt-get install {}", self.debian_packages.join(" "))
+        }
+    }
+}
+
+fn is_debian() -> bool {
+    std::path::Path::new("/etc/debian_version").exists()
+}
+
+/// Installs the Debian packages of every missing prerequisite (needs root and apt-get).
+pub fn install_missing(prerequisites: &[&Prerequisite]) -> Result<()> {
+    let missing: Vec<&Prerequisite> = prerequisites.iter().copied().filter(|p| matches!(p.find(), Found::Missing)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = missing.iter().map(|p| p.name).collect();
+    let packages: Vec<&str> = missing.iter().flat_map(|p| p.debian_packages.iter().copied()).collect();
+    if let Some(p) = missing.iter().find(|p| p.debian_packages.is_empty()) {
+        bail!("{} is missing and cannot be installed automatically: {}", p.name, p.otherwise);
+    }
+    if !is_debian() || which::which("apt-get").is_err() {
+        bail!("missing: {}; install them ({}) and retry", names.join(", "), packages.join(" "));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("missing: {}; run `sudo apt-get install {}` and retry", names.join(", "), packages.join(" "));
+    }
+    eprintln!("installing {} (Debian packages: {})", names.join(", "), packages.join(" "));
+    let sh = Shell::new()?;
+    cmd!(sh, "apt-get update -qq").env("DEBIAN_FRONTEND", "noninteractive").run()?;
+    cmd!(sh, "apt-get install -y -qq {packages...}").env("DEBIAN_FRONTEND", "noninteractive").run()?;
+    Ok(())
+}
+
+/// Fails with advice when a prerequisite is missing (or installs it when `install` is set).
+pub fn ensure(prerequisites: &[&Prerequisite], install: bool) -> Result<()> {
+    if install {
+        install_missing(prerequisites)?;
+    }
+    let missing: Vec<String> = prerequisites
+        .iter()
+        .filter(|p| matches!(p.find(), Found::Missing))
+        .map(|p| format!("{} is missing ({}): {}", p.name, p.purpose, p.remedy()))
+        .collect();
+    if !missing.is_empty() {
+        bail!("{}\n(--install-missing installs Debian's packages for you)", missing.join("\n"));
+    }
+    Ok(())
+}
