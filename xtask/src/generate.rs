@@ -33,7 +33,10 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
 }
 
 fn write(project: &Project, manifest: &Manifest, options: &Options) -> Result<()> {
-    let previous = Facts::load_if_present(&project.lock_path()).ok().flatten();
+    let previous = Facts::load_if_present(&project.lock_path()).unwrap_or_else(|err| {
+        eprintln!("warning: ignoring the previous facts ({err:#}); probing every toolchain");
+        None
+    });
     let facts = probe_facts(manifest, previous.as_ref(), &options.only)?;
     let files = render::render(&facts)?;
     let generated = project.generated_dir();

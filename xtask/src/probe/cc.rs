@@ -73,11 +73,12 @@ pub fn probe(prober: &Prober) -> Result<CcFacts> {
 
     let (cxx, linkopts, linklibs) = (&cxx_options, &link_options, &link_libs);
     std::thread::scope(|s| {
+        // The longest chain (compile, link, run) starts first.
+        let link_flags = s.spawn(move || link_and_run(prober, compiler, &inputs.cxx_program, cxx, linkopts, linklibs));
         let macros = s.spawn(move || prober.run_ok(compiler, &["-E", "-dM", &inputs.features_c]));
         let triple = s.spawn(move || prober.run_ok(compiler, &["-dumpmachine"]));
         let c_dirs = s.spawn(move || include_dirs(prober, compiler, "c"));
         let cxx_dirs = s.spawn(move || include_dirs(prober, compiler, "c++"));
-        let link_flags = s.spawn(move || link_and_run(prober, compiler, &inputs.cxx_program, cxx, linkopts, linklibs));
         let tools = s.spawn(move || find_tools(prober, compiler));
         let compile_flags = s.spawn(move || accepted_compile_flags(prober, compiler, &inputs.empty_c));
 
