@@ -71,21 +71,45 @@ pub fn probe(prober: &Prober) -> Result<CcFacts> {
     };
     let inputs = &inputs;
 
-    let (cxx, linkopts, linklibs) = (&cxx_options, &link_options, &link_libs);
+    let (cxxopts, linkopts, linklibs) = (&cxx_options, &link_options, &link_libs);
     std::thread::scope(|s| {
         // The longest chain (compile, link, run) starts first.
-        let link_flags = s.spawn(move || link_and_run(prober, compiler, &inputs.cxx_program, cxx, linkopts, linklibs));
-        let macros = s.spawn(move || prober.run_ok(compiler, &["-E", "-dM", &inputs.features_c]));
-        let triple = s.spawn(move || prober.run_ok(compiler, &["-dumpmachine"]));
-        let c_dirs = s.spawn(move || include_dirs(prober, compiler, "c"));
-        let cxx_dirs = s.spawn(move || include_dirs(prober, compiler, "c++"));
+        let link_flags = s.spawn(move || link_and_run(prober, compiler, &inputs.cxx_program, cxxopts, linkopts, linklibs));
+        // Predefined macros (stdout) with the target and the C search list (-v, stderr).
+        let c = s.spawn(move || prober.run_ok(compiler, &["-E", "-dM", "-v", &inputs.features_c]));
+        let cxx = s.spawn(move || prober.run_ok(compiler, &["-E", "-v", "-x", "c++", "/dev/null"]));
+        // The toolchain passes -no-canonical-prefixes when accepted; the compiler then finds its
+        // own headers through the path it was invoked by (clang's resource directory, say), and
+        // that spelling is the one dependency files use.
+        let uncanonical = s.spawn(move || {
+            prober.run(compiler, &["-no-canonical-prefixes", "-E", "-v", "-x", "c", "/dev/null", "-x", "c++", "/dev/null"])
+        });
         let tools = s.spawn(move || find_tools(prober, compiler));
         let compile_flags = s.spawn(move || accepted_compile_flags(prober, compiler, &inputs.empty_c));
 
-        let macros = parse_macros(&join(macros)?.stdout);
+        let c = join(c)?;
+        let macros = parse_macros(&c.stdout);
         let (compiler_kind, version) = identify(&macros)?;
-        let target_triple = join(triple)?.stdout.trim().to_owned();
-        let include_dirs = IncludeDirs { c: join(c_dirs)?, cxx: join(cxx_dirs)? };
+        let c_verbose = Verbose::parse(&c.stderr);
+        let target_triple = c_verbose.target.context("the compiler's -v output names no Target")?;
+        let mut include_dirs = IncludeDirs {
+            c: c_verbose.search_lists.into_iter().next().unwrap_or_default(),
+            cxx: Verbose::parse(&join(cxx)?.stderr).search_lists.into_iter().next().unwrap_or_default(),
+        };
+        let uncanonical = join(uncanonical)?;
+        if uncanonical.success {
+            let lists = Verbose::parse(&uncanonical.stderr).search_lists;
+            for (dirs, extra) in [&mut include_dirs.c, &mut include_dirs.cxx].into_iter().zip(lists) {
+                for dir in extra {
+                    if !dirs.contains(&dir) {
+                        dirs.push(dir);
+                    }
+                }
+            }
+        }
+        if include_dirs.c.is_empty() || include_dirs.cxx.is_empty() {
+            bail!("`{} -E -v` listed no builtin include directories:\n{}", compiler.display(), c.stderr.trim_end());
+        }
         let mut tools = join(tools)?;
         if compiler_kind == Compiler::Gcc {
             // gcc's coverage tool is gcov; an llvm-cov that happens to be on PATH is not its own.
@@ -102,7 +126,7 @@ pub fn probe(prober: &Prober) -> Result<CcFacts> {
             tools,
             libc: libc(&macros),
             flags: accepted,
-            cxx_options: cxx.clone(),
+            cxx_options: cxxopts.clone(),
             link_options: linkopts.clone(),
             link_libs: linklibs.clone(),
         })
@@ -153,45 +177,38 @@ fn libc(macros: &BTreeMap<String, String>) -> Libc {
     }
 }
 
-/// The builtin include directories as the compiler reports them both with and without
-/// `-no-canonical-prefixes`: the toolchain passes that flag when accepted, and then the compiler
-/// finds its own headers through the path it was invoked by (clang's resource directory, say),
-/// which is the spelling that ends up in dependency files.
-fn include_dirs(prober: &Prober, compiler: &Path, language: &str) -> Result<Vec<String>> {
-    let output = prober.run_ok(compiler, &["-E", "-x", language, "/dev/null", "-v"])?;
-    let mut dirs = parse_include_dirs(&output.stderr);
-    if dirs.is_empty() {
-        bail!("`{} -E -x {language} /dev/null -v` listed no include directories:\n{}", compiler.display(), output.stderr.trim_end());
-    }
-    let uncanonical = prober.run(compiler, &["-no-canonical-prefixes", "-E", "-x", language, "/dev/null", "-v"])?;
-    if uncanonical.success {
-        for dir in parse_include_dirs(&uncanonical.stderr) {
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
-            }
-        }
-    }
-    Ok(dirs)
+/// What a compiler driver's `-v` tells: its target and each `#include <...>` search list (one
+/// per input), normalised (Bazel refuses `..` in builtin include directories).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verbose {
+    pub target: Option<String>,
+    pub search_lists: Vec<Vec<String>>,
 }
 
-/// The `#include <...>` search list of `-v` output, normalised (Bazel refuses `..` in them).
-pub fn parse_include_dirs(verbose_output: &str) -> Vec<String> {
-    let mut dirs: Vec<String> = Vec::new();
-    let mut inside = false;
-    for line in verbose_output.lines() {
-        if line.starts_with("#include <...> search starts here:") {
-            inside = true;
-        } else if line.starts_with("End of search list.") {
-            break;
-        } else if inside {
-            let dir = line.trim().trim_end_matches(" (framework directory)");
-            let normal = normalize(Path::new(dir)).display().to_string();
-            if !dirs.contains(&normal) {
-                dirs.push(normal);
+impl Verbose {
+    pub fn parse(verbose_output: &str) -> Verbose {
+        let mut target = None;
+        let mut search_lists: Vec<Vec<String>> = Vec::new();
+        let mut inside = false;
+        for line in verbose_output.lines() {
+            if let Some(value) = line.strip_prefix("Target: ") {
+                target.get_or_insert_with(|| value.trim().to_owned());
+            } else if line.starts_with("#include <...> search starts here:") {
+                inside = true;
+                search_lists.push(Vec::new());
+            } else if line.starts_with("End of search list.") {
+                inside = false;
+            } else if inside {
+                let dir = line.trim().trim_end_matches(" (framework directory)");
+                let normal = normalize(Path::new(dir)).display().to_string();
+                let list = search_lists.last_mut().expect("inside a search list");
+                if !list.contains(&normal) {
+                    list.push(normal);
+                }
             }
         }
+        Verbose { target, search_lists }
     }
-    dirs
 }
 
 /// Each tool from the compiler's own program directories first (where its driver looks, as
@@ -335,9 +352,12 @@ End of search list.\n \
 /usr/lib/gcc/x86_64-linux-gnu/12/cc1 -quiet\n";
 
     #[test]
-    fn include_dirs_are_normalised() {
+    fn verbose_output_gives_target_and_normalised_search_lists() {
+        let verbose = Verbose::parse(&format!("Target: x86_64-linux-gnu\n{GCC_VERBOSE}{GCC_VERBOSE}"));
+        assert_eq!(verbose.target.as_deref(), Some("x86_64-linux-gnu"));
+        assert_eq!(verbose.search_lists.len(), 2);
         assert_eq!(
-            parse_include_dirs(GCC_VERBOSE),
+            verbose.search_lists[1],
             vec![
                 "/usr/include/c++/12",
                 "/usr/lib/gcc/x86_64-linux-gnu/12/include",
