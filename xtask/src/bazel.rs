@@ -19,9 +19,15 @@ pub fn find() -> Result<PathBuf> {
     })
 }
 
-/// The overrides a machine with Debian's offline Bazel needs, or `None` elsewhere.
+/// The overrides a machine with Debian's offline Bazel needs, or `None` elsewhere (including
+/// where another Bazel, say bazelisk's, comes first on PATH).
 pub fn offline_overrides(project: &Project) -> Option<String> {
-    if !(Path::new(DEBIAN_PLATFORMS).join("WORKSPACE").exists() && Path::new(DEBIAN_RULES_JAVA).join("WORKSPACE").exists()) {
+    let debian_bazel = find().ok().and_then(|bazel| bazel.canonicalize().ok()).is_some_and(|bazel| {
+        bazel.starts_with("/usr/bin") && Path::new("/usr/share/doc/bazel-bootstrap").exists()
+    });
+    let rule_packages =
+        Path::new(DEBIAN_PLATFORMS).join("WORKSPACE").exists() && Path::new(DEBIAN_RULES_JAVA).join("WORKSPACE").exists();
+    if !(debian_bazel && rule_packages) {
         return None;
     }
     let third_party = project.root.join("third_party");
@@ -42,10 +48,17 @@ pub fn offline_overrides(project: &Project) -> Option<String> {
     Some(text)
 }
 
-/// Writes `.lre/local.bazelrc` when this machine needs offline overrides (and it changed).
+/// Writes `.lre/local.bazelrc` when this machine needs offline overrides (and it changed), and
+/// removes it when the machine no longer needs them.
 pub fn prepare(project: &Project) -> Result<()> {
-    let Some(overrides) = offline_overrides(project) else { return Ok(()) };
     let path = project.local_dir().join("local.bazelrc");
+    let Some(overrides) = offline_overrides(project) else {
+        if path.exists() {
+            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+            eprintln!("removed {} (this machine's Bazel needs no offline overrides)", path.display());
+        }
+        return Ok(());
+    };
     if std::fs::read_to_string(&path).ok().as_deref() != Some(overrides.as_str()) {
         fsx::write_atomic(&path, &overrides)?;
         eprintln!("wrote {} (offline overrides for Debian's Bazel)", path.display());

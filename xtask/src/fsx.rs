@@ -22,6 +22,8 @@ pub fn write_atomic(path: &Path, contents: &str) -> Result<()> {
 pub fn replace_dir_atomic(target: &Path, files: &BTreeMap<String, String>) -> Result<()> {
     remove_leftovers(target)?;
     let staging = sibling(target, &format!("new-{}", std::process::id()));
+    // A tree by that name can only be a dead run's whose pid this process now has.
+    let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
     for (relative, contents) in files {
         let path = staging.join(relative);
