@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::generate;
+use crate::remote::RemoteSettings;
 
 pub const USAGE: &str = "\
 cargo xtask [--root DIR] <command>
@@ -17,6 +18,11 @@ commands:
         --only probes just the named toolchains (others keep their facts)
   run [TARGET] [--install-missing] [-- BAZEL_ARGS...]
         bazel run --config=lre TARGET (default //examples:hello_lre)
+  run-remote [TARGET] [--remote-executor URL] [--remote-cache URL] [--remote-instance-name NAME]
+             [--tls-ca FILE] [-- BAZEL_ARGS...]
+        the same build with every action on remote execution; endpoints come from these flags, then
+        LRE_REMOTE_EXECUTOR / LRE_REMOTE_CACHE / LRE_REMOTE_INSTANCE_NAME / LRE_TLS_CA, then [remote]
+        in lre/toolchains.toml; each is checked (within 3 s) before Bazel starts
   bazel BAZEL_ARGS...
         run Bazel in this repository (with this machine's offline overrides, if any)
   doctor
@@ -32,6 +38,7 @@ commands:
 pub enum Command {
     Generate(generate::Options),
     Run { target: String, bazel_args: Vec<String>, install_missing: bool },
+    RunRemote { target: String, bazel_args: Vec<String>, settings: RemoteSettings },
     Bazel(Vec<String>),
     Doctor,
     Test { install_missing: bool },
@@ -94,6 +101,27 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
                 }
             }
             Command::Run { target: target.unwrap_or_else(|| DEFAULT_TARGET.to_owned()), bazel_args, install_missing }
+        }
+        "run-remote" => {
+            let (own, bazel_args) = split_at_dashes(rest);
+            let mut target = None;
+            let mut settings = RemoteSettings::default();
+            let mut own = own.into_iter();
+            while let Some(arg) = own.next() {
+                let mut value = |flag: &str| own.next().with_context(|| format!("run-remote: {flag} needs a value"));
+                match arg.as_str() {
+                    "--remote-executor" => settings.executor = Some(value("--remote-executor")?),
+                    "--remote-cache" => settings.cache = Some(value("--remote-cache")?),
+                    "--remote-instance-name" => settings.instance_name = Some(value("--remote-instance-name")?),
+                    "--tls-ca" => settings.tls_ca = Some(PathBuf::from(value("--tls-ca")?)),
+                    flag if flag.starts_with('-') => {
+                        bail!("run-remote: unknown option {flag:?}; pass Bazel options after `--`")
+                    }
+                    _ if target.is_some() => bail!("run-remote: one target at a time (got {arg:?} too)"),
+                    _ => target = Some(arg),
+                }
+            }
+            Command::RunRemote { target: target.unwrap_or_else(|| DEFAULT_TARGET.to_owned()), bazel_args, settings }
         }
         "bazel" => {
             if rest.is_empty() {
@@ -165,6 +193,18 @@ mod tests {
         let default = parse_str("run --install-missing").unwrap();
         assert!(matches!(default.command, Command::Run { ref target, install_missing: true, .. } if target == DEFAULT_TARGET));
         assert!(parse_str("run -c opt").unwrap_err().to_string().contains("after `--`"));
+    }
+
+    #[test]
+    fn run_remote_takes_endpoints_and_bazel_arguments() {
+        let invocation =
+            parse_str("run-remote //examples:hello_lre --remote-executor grpc://127.0.0.1:50052 --tls-ca ca.pem -- -c opt").unwrap();
+        let Command::RunRemote { target, bazel_args, settings } = invocation.command else { panic!("not run-remote") };
+        assert_eq!(target, "//examples:hello_lre");
+        assert_eq!(bazel_args, ["-c", "opt"]);
+        assert_eq!(settings.executor.as_deref(), Some("grpc://127.0.0.1:50052"));
+        assert_eq!(settings.tls_ca, Some(PathBuf::from("ca.pem")));
+        assert!(parse_str("run-remote --remote-cache").unwrap_err().to_string().contains("needs a value"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod lint;
 pub mod manifest;
 pub mod prereqs;
 pub mod probe;
+pub mod remote;
 pub mod render;
 pub mod run;
 pub mod starlark;

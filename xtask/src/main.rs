@@ -21,6 +21,9 @@ fn run() -> anyhow::Result<()> {
         Command::Run { target, bazel_args, install_missing } => {
             xtask::run::run(&project, &target, &bazel_args, install_missing || in_ci())
         }
+        Command::RunRemote { target, bazel_args, settings } => {
+            xtask::run::run_remote(&project, &target, &bazel_args, settings)
+        }
         Command::Bazel(args) => bazel::run(&project, &args),
         Command::Doctor => doctor::run(&project),
         Command::Test { install_missing } => {

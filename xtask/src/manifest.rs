@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::remote::{Endpoint, RemoteSettings};
 use crate::version::Version;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +64,8 @@ impl Source {
 pub struct Manifest {
     pub bazel_version: Version,
     pub toolchains: Vec<Toolchain>,
+    /// The `[remote]` table: default endpoints for `run-remote`.
+    pub remote: RemoteSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +84,17 @@ struct RawManifest {
     bazel: RawBazel,
     #[serde(rename = "toolchain", default)]
     toolchains: Vec<RawToolchain>,
+    #[serde(default)]
+    remote: RawRemote,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRemote {
+    cache: Option<Spanned<String>>,
+    executor: Option<Spanned<String>>,
+    instance_name: Option<String>,
+    tls_ca: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -164,7 +178,18 @@ impl Manifest {
                 env: entry.env,
             });
         }
-        Ok(Manifest { bazel_version, toolchains })
+        for endpoint in [&raw.remote.cache, &raw.remote.executor].into_iter().flatten() {
+            if let Err(err) = Endpoint::parse(endpoint.get_ref()) {
+                bail!("{}: {err}", at(endpoint.span()));
+            }
+        }
+        let remote = RemoteSettings {
+            cache: raw.remote.cache.map(Spanned::into_inner),
+            executor: raw.remote.executor.map(Spanned::into_inner),
+            instance_name: raw.remote.instance_name,
+            tls_ca: raw.remote.tls_ca.map(PathBuf::from),
+        };
+        Ok(Manifest { bazel_version, toolchains, remote })
     }
 
     pub fn toolchain(&self, name: &str) -> Result<&Toolchain> {
@@ -262,6 +287,15 @@ source = "nix"
         assert!(err.starts_with("lre/toolchains.toml:3:11"), "{err}");
         let err = error_of(&GOOD.replace("source = \"nix\"", "source = \"nix\"\nroots = [\"nix/store\"]"));
         assert!(err.contains("absolute"), "{err}");
+    }
+
+    #[test]
+    fn the_remote_table_is_read_and_its_endpoints_checked() {
+        let manifest = Manifest::parse(&format!("{GOOD}\n[remote]\nexecutor = \"grpc://127.0.0.1:50052\"\ninstance_name = \"main\"\n"), "m").unwrap();
+        assert_eq!(manifest.remote.executor.as_deref(), Some("grpc://127.0.0.1:50052"));
+        assert_eq!(manifest.remote.instance_name.as_deref(), Some("main"));
+        let err = error_of(&format!("{GOOD}\n[remote]\ncache = \"localhost:50051\"\n"));
+        assert!(err.starts_with("lre/toolchains.toml:19:9") && err.contains("malformed endpoint"), "{err}");
     }
 
     #[test]

@@ -1,13 +1,40 @@
-//! `cargo xtask run` and `cargo xtask test`.
+//! `cargo xtask run`, `run-remote` and `test`.
 
 use anyhow::{bail, Result};
 use xshell::{cmd, Shell};
 
+use crate::manifest::Manifest;
+use crate::remote::{Remote, RemoteSettings};
 use crate::{bazel, generate, prereqs, Project};
 
 /// `bazel run --config=lre <bazel_args> <target>`, after making sure generated/ is current.
 pub fn run(project: &Project, target: &str, bazel_args: &[String], install_missing: bool) -> Result<()> {
     prereqs::ensure(&[&prereqs::BAZEL], install_missing)?;
+    ensure_fresh(project)?;
+    let mut args = vec!["run".to_owned(), "--config=lre".to_owned()];
+    args.extend(bazel_args.iter().cloned());
+    args.push(target.to_owned());
+    bazel::run(project, &args)
+}
+
+/// The same build on remote execution: endpoints resolved (flags, environment, manifest) and
+/// checked before Bazel starts.
+pub fn run_remote(project: &Project, target: &str, bazel_args: &[String], flags: RemoteSettings) -> Result<()> {
+    let manifest = Manifest::load(&project.manifest_path())?;
+    let mut from_manifest = manifest.remote.clone();
+    from_manifest.tls_ca = from_manifest.tls_ca.map(|ca| project.root.join(ca));
+    let remote = Remote::from_settings(&RemoteSettings::layered(&[flags, RemoteSettings::from_env(), from_manifest]))?;
+    remote.preflight()?;
+    prereqs::ensure(&[&prereqs::BAZEL], false)?;
+    ensure_fresh(project)?;
+    let mut args = vec!["run".to_owned(), "--config=lre".to_owned()];
+    args.extend(remote.bazel_flags());
+    args.extend(bazel_args.iter().cloned());
+    args.push(target.to_owned());
+    bazel::run(project, &args)
+}
+
+fn ensure_fresh(project: &Project) -> Result<()> {
     let problems = generate::is_fresh(project)?;
     if !problems.is_empty() {
         bail!(
@@ -16,10 +43,7 @@ pub fn run(project: &Project, target: &str, bazel_args: &[String], install_missi
             problems.iter().map(|p| p.lines().next().unwrap_or("")).collect::<Vec<_>>().join("\n")
         );
     }
-    let mut args = vec!["run".to_owned(), "--config=lre".to_owned()];
-    args.extend(bazel_args.iter().cloned());
-    args.push(target.to_owned());
-    bazel::run(project, &args)
+    Ok(())
 }
 
 /// The whole test suite.

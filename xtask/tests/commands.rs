@@ -95,3 +95,23 @@ fn a_killed_generate_leaves_the_old_set_or_the_new_set() {
         .collect();
     assert!(leftovers.is_empty(), "staging trees left behind: {leftovers:?}");
 }
+
+#[test]
+fn run_remote_refuses_bad_endpoints_quickly_without_starting_bazel() {
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--remote-executor", &format!("grpc://127.0.0.1:{closed_port}")], "accepts no connection (tried 127.0.0.1:"),
+        (&["--remote-executor", "127.0.0.1:50052"], "malformed endpoint \"127.0.0.1:50052\""),
+        (&["--remote-executor", "grpcs://127.0.0.1:443", "--tls-ca", "/nonexistent/ca.pem"], "/nonexistent/ca.pem does not exist"),
+        (&[], "no remote executor is configured"),
+    ];
+    for (flags, expected) in cases {
+        let mut args = vec!["run-remote"];
+        args.extend_from_slice(flags);
+        let started = Instant::now();
+        let run = xtask(&repo_root(), &args).expect_failure(&args.join(" "));
+        assert!(started.elapsed() <= Duration::from_secs(3), "{args:?} took {:?}", started.elapsed());
+        assert!(run.stderr.contains(expected), "{args:?}: expected {expected:?} in:\n{}", run.stderr);
+        assert!(!run.stderr.contains("bazel run"), "Bazel was started:\n{}", run.stderr);
+    }
+}

@@ -1,0 +1,310 @@
+//! Remote endpoints: parsing, where they come from, and a preflight that fails within seconds,
+//! before Bazel starts, when an endpoint is not there.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// How long the whole preflight of one endpoint may take.
+pub const PREFLIGHT_DEADLINE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plaintext gRPC.
+    Grpc,
+    /// gRPC over TLS.
+    Grpcs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub scheme: Scheme,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// Parses `grpc://HOST:PORT` or `grpcs://HOST:PORT` (an IPv6 host in brackets).
+    pub fn parse(text: &str) -> Result<Endpoint> {
+        let malformed = |why: &str| anyhow::anyhow!("malformed endpoint {text:?}: {why}; write grpc://HOST:PORT or grpcs://HOST:PORT");
+        let (scheme, rest) = if let Some(rest) = text.strip_prefix("grpc://") {
+            (Scheme::Grpc, rest)
+        } else if let Some(rest) = text.strip_prefix("grpcs://") {
+            (Scheme::Grpcs, rest)
+        } else {
+            return Err(malformed("the scheme must be grpc:// or grpcs://"));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+            let (host, after) = bracketed.split_once(']').ok_or_else(|| malformed("an IPv6 address lacks its `]`"))?;
+            (host, after.strip_prefix(':').ok_or_else(|| malformed("the port is missing"))?)
+        } else {
+            rest.rsplit_once(':').ok_or_else(|| malformed("the port is missing"))?
+        };
+        if host.is_empty() || host.contains(['/', '@', ' ']) {
+            return Err(malformed("the host is empty or not a host name"));
+        }
+        let port: u16 = port.parse().map_err(|_| malformed("the port is not a number from 1 to 65535"))?;
+        if port == 0 {
+            return Err(malformed("the port is not a number from 1 to 65535"));
+        }
+        Ok(Endpoint { scheme, host: host.to_owned(), port })
+    }
+
+    /// The URL Bazel takes.
+    pub fn url(&self) -> String {
+        let scheme = match self.scheme {
+            Scheme::Grpc => "grpc",
+            Scheme::Grpcs => "grpcs",
+        };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Checks within `deadline` that `endpoint` accepts a TCP connection and, for plaintext gRPC,
+/// answers an HTTP/2 connection preface with a SETTINGS frame (gRPC runs on HTTP/2). For TLS
+/// endpoints only the connection is checked.
+pub fn preflight(role: &str, endpoint: &Endpoint, deadline: Duration) -> Result<()> {
+    let started = Instant::now();
+    let remaining = || deadline.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+    let url = endpoint.url();
+    let addresses: Vec<SocketAddr> = (endpoint.host.as_str(), endpoint.port)
+        .to_socket_addrs()
+        .with_context(|| format!("the {role} {url}: cannot resolve host {:?}", endpoint.host))?
+        .collect();
+    let mut tried = Vec::new();
+    let mut stream = None;
+    for address in &addresses {
+        match TcpStream::connect_timeout(address, remaining()) {
+            Ok(connected) => {
+                stream = Some(connected);
+                break;
+            }
+            Err(err) => tried.push(format!("{address}: {err}")),
+        }
+    }
+    let Some(mut stream) = stream else {
+        bail!(
+            "the {role} {url} accepts no connection (tried {}); start a server there, or point the xtask at a \
+             running one (--remote-cache/--remote-executor, LRE_REMOTE_CACHE/LRE_REMOTE_EXECUTOR, or [remote] in {})",
+            tried.join("; "),
+            crate::Project::MANIFEST
+        );
+    };
+    if endpoint.scheme == Scheme::Grpcs {
+        return Ok(());
+    }
+    stream.set_read_timeout(Some(remaining()))?;
+    stream.set_write_timeout(Some(remaining()))?;
+    // The client connection preface, then an empty SETTINGS frame (RFC 9113, section 3.4).
+    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    preface.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    let mut header = [0u8; 9];
+    let answered = stream.write_all(&preface).and_then(|()| stream.read_exact(&mut header));
+    if answered.is_err() || header[3] != 0x4 {
+        bail!(
+            "the {role} {url} accepts connections but does not answer as a gRPC (HTTP/2) server within {} s; \
+             is it a plaintext gRPC endpoint (use grpcs:// for TLS)?",
+            deadline.as_secs()
+        );
+    }
+    Ok(())
+}
+
+/// Endpoint settings as one source gives them; `None` where it is silent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteSettings {
+    pub cache: Option<String>,
+    pub executor: Option<String>,
+    pub instance_name: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl RemoteSettings {
+    pub fn from_env() -> RemoteSettings {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        RemoteSettings {
+            cache: var("LRE_REMOTE_CACHE"),
+            executor: var("LRE_REMOTE_EXECUTOR"),
+            instance_name: var("LRE_REMOTE_INSTANCE_NAME"),
+            tls_ca: var("LRE_TLS_CA").map(PathBuf::from),
+        }
+    }
+
+    /// Each setting from the first source that gives it.
+    pub fn layered(sources: &[RemoteSettings]) -> RemoteSettings {
+        let first = |pick: &dyn Fn(&RemoteSettings) -> Option<String>| sources.iter().find_map(pick);
+        RemoteSettings {
+            cache: first(&|s| s.cache.clone()),
+            executor: first(&|s| s.executor.clone()),
+            instance_name: first(&|s| s.instance_name.clone()),
+            tls_ca: sources.iter().find_map(|s| s.tls_ca.clone()),
+        }
+    }
+}
+
+/// Resolved, validated remote settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub cache: Endpoint,
+    pub executor: Endpoint,
+    pub instance_name: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl Remote {
+    pub fn from_settings(settings: &RemoteSettings) -> Result<Remote> {
+        let executor = settings.executor.as_deref().context(
+            "no remote executor is configured: pass --remote-executor grpc://HOST:PORT, set LRE_REMOTE_EXECUTOR, \
+             or add `executor` to [remote] in lre/toolchains.toml",
+        )?;
+        let executor = Endpoint::parse(executor).context("the remote executor")?;
+        // A NativeLink scheduler usually serves the cache as well.
+        let cache = match settings.cache.as_deref() {
+            Some(cache) => Endpoint::parse(cache).context("the remote cache")?,
+            None => executor.clone(),
+        };
+        if let Some(ca) = &settings.tls_ca {
+            if !ca.is_file() {
+                bail!("the TLS CA certificate {} does not exist (or is not a file)", ca.display());
+            }
+        }
+        Ok(Remote { cache, executor, instance_name: settings.instance_name.clone(), tls_ca: settings.tls_ca.clone() })
+    }
+
+    /// The Bazel flags that switch a `--config=lre` build to remote execution.
+    pub fn bazel_flags(&self) -> Vec<String> {
+        let mut flags = vec![
+            format!("--remote_cache={}", self.cache.url()),
+            format!("--remote_executor={}", self.executor.url()),
+        ];
+        if let Some(name) = &self.instance_name {
+            flags.push(format!("--remote_instance_name={name}"));
+        }
+        if let Some(ca) = &self.tls_ca {
+            flags.push(format!("--tls_certificate={}", ca.display()));
+        }
+        flags.push("--strategy_regexp=.*=remote".to_owned());
+        flags
+    }
+
+    /// Preflights the executor and, if it is elsewhere, the cache.
+    pub fn preflight(&self) -> Result<()> {
+        preflight("remote executor", &self.executor, PREFLIGHT_DEADLINE)?;
+        if self.cache != self.executor {
+            preflight("remote cache", &self.cache, PREFLIGHT_DEADLINE)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn parses_endpoints() {
+        let plain = Endpoint::parse("grpc://127.0.0.1:50051").unwrap();
+        assert_eq!((plain.scheme, plain.host.as_str(), plain.port), (Scheme::Grpc, "127.0.0.1", 50051));
+        assert_eq!(plain.url(), "grpc://127.0.0.1:50051");
+        let tls = Endpoint::parse("grpcs://cas.example.internal:443/").unwrap();
+        assert_eq!((tls.scheme, tls.port), (Scheme::Grpcs, 443));
+        let v6 = Endpoint::parse("grpc://[::1]:50052").unwrap();
+        assert_eq!((v6.host.as_str(), v6.url()), ("::1", "grpc://[::1]:50052".to_owned()));
+        for bad in ["http://127.0.0.1:50051", "grpc://127.0.0.1", "grpc://:50051", "grpc://host:0", "grpc://host:70000", "127.0.0.1:50051", "grpc://[::1:5"] {
+            let err = Endpoint::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("malformed endpoint") && err.contains("grpc://HOST:PORT"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn settings_layer_by_field() {
+        let flags = RemoteSettings { executor: Some("grpc://a:1".into()), ..Default::default() };
+        let env = RemoteSettings { executor: Some("grpc://b:2".into()), cache: Some("grpc://c:3".into()), ..Default::default() };
+        let manifest = RemoteSettings { instance_name: Some("main".into()), cache: Some("grpc://d:4".into()), ..Default::default() };
+        let merged = RemoteSettings::layered(&[flags, env, manifest]);
+        assert_eq!(merged.executor.as_deref(), Some("grpc://a:1"));
+        assert_eq!(merged.cache.as_deref(), Some("grpc://c:3"));
+        assert_eq!(merged.instance_name.as_deref(), Some("main"));
+    }
+
+    #[test]
+    fn bazel_flags_switch_everything_to_remote() {
+        let remote = Remote::from_settings(&RemoteSettings {
+            executor: Some("grpc://127.0.0.1:50052".into()),
+            instance_name: Some("main".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            remote.bazel_flags(),
+            [
+                "--remote_cache=grpc://127.0.0.1:50052",
+                "--remote_executor=grpc://127.0.0.1:50052",
+                "--remote_instance_name=main",
+                "--strategy_regexp=.*=remote"
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_executor_and_tls_file_are_refused() {
+        let err = Remote::from_settings(&RemoteSettings::default()).unwrap_err().to_string();
+        assert!(err.contains("LRE_REMOTE_EXECUTOR"), "{err}");
+        let err = Remote::from_settings(&RemoteSettings {
+            executor: Some("grpcs://127.0.0.1:443".into()),
+            tls_ca: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/nonexistent/ca.pem does not exist"), "{err}");
+    }
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    #[test]
+    fn a_closed_port_fails_fast_and_says_what_to_do() {
+        let endpoint = Endpoint::parse(&format!("grpc://127.0.0.1:{}", free_port())).unwrap();
+        let started = Instant::now();
+        let err = preflight("remote executor", &endpoint, PREFLIGHT_DEADLINE).unwrap_err().to_string();
+        assert!(started.elapsed() <= PREFLIGHT_DEADLINE);
+        assert!(err.contains("accepts no connection (tried 127.0.0.1:"), "{err}");
+        assert!(err.contains("LRE_REMOTE_EXECUTOR"), "{err}");
+    }
+
+    #[test]
+    fn a_silent_server_is_not_taken_for_grpc() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = Endpoint::parse(&format!("grpc://{}", listener.local_addr().unwrap())).unwrap();
+        let started = Instant::now();
+        let err = preflight("remote cache", &endpoint, Duration::from_millis(500)).unwrap_err().to_string();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(err.contains("does not answer as a gRPC (HTTP/2) server"), "{err}");
+    }
+
+    #[test]
+    fn an_http2_server_passes() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = Endpoint::parse(&format!("grpc://{}", listener.local_addr().unwrap())).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut connection, _) = listener.accept().unwrap();
+            let mut preface = [0u8; 24 + 9];
+            connection.read_exact(&mut preface).unwrap();
+            assert!(preface.starts_with(b"PRI * HTTP/2.0"));
+            connection.write_all(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]).unwrap();
+        });
+        preflight("remote cache", &endpoint, PREFLIGHT_DEADLINE).unwrap();
+        server.join().unwrap();
+    }
+}
