@@ -18,6 +18,8 @@ pub struct Prerequisite {
     pub purpose: &'static str,
     /// Debian packages that provide it, when Debian has it.
     pub debian_packages: &'static [&'static str],
+    /// Python packages (pinned) that provide it, when PyPI has it.
+    pub pip_packages: &'static [&'static str],
     /// What to do when Debian does not provide it.
     pub otherwise: &'static str,
 }
@@ -29,6 +31,7 @@ pub const NIX: Prerequisite = Prerequisite {
     minimum: Some(Version::new(2, 19, 0)),
     purpose: "toolchains with source = \"nix\"; the dev shell",
     debian_packages: &[],
+    pip_packages: &[],
     otherwise: "install Nix 2.19 or later (the official installer, or your distribution's package)",
 };
 
@@ -39,6 +42,7 @@ pub const BAZEL: Prerequisite = Prerequisite {
     minimum: None,
     purpose: "builds with --config=lre (Bazel 7 or newer recommended)",
     debian_packages: &["bazel-bootstrap", "bazel-platforms", "bazel-rules-java"],
+    pip_packages: &[],
     otherwise: "install bazelisk, which fetches the Bazel version in .bazelversion",
 };
 
@@ -49,6 +53,7 @@ pub const CONTAINER_RUNTIME: Prerequisite = Prerequisite {
     minimum: None,
     purpose: "loading toolchain and worker images",
     debian_packages: &["docker.io"],
+    pip_packages: &[],
     otherwise: "install Docker or Podman",
 };
 
@@ -59,6 +64,7 @@ pub const KUBECTL: Prerequisite = Prerequisite {
     minimum: None,
     purpose: "the Kubernetes example",
     debian_packages: &[],
+    pip_packages: &[],
     otherwise: "install kubectl from the Kubernetes project",
 };
 
@@ -69,6 +75,7 @@ pub const KIND: Prerequisite = Prerequisite {
     minimum: None,
     purpose: "a local Kubernetes cluster for the example",
     debian_packages: &[],
+    pip_packages: &[],
     otherwise: "install kind (it ships in the Nix dev shell)",
 };
 
@@ -79,6 +86,7 @@ pub const SKOPEO: Prerequisite = Prerequisite {
     minimum: None,
     purpose: "copying images to a registry",
     debian_packages: &["skopeo"],
+    pip_packages: &[],
     otherwise: "install skopeo",
 };
 
@@ -89,6 +97,7 @@ pub const NATIVELINK: Prerequisite = Prerequisite {
     minimum: None,
     purpose: "remote execution on this machine",
     debian_packages: &[],
+    pip_packages: &[],
     otherwise: "enter the Nix dev shell (it provides nativelink) or build it from NativeLink's sources",
 };
 
@@ -99,6 +108,7 @@ pub const CLANG: Prerequisite = Prerequisite {
     minimum: None,
     purpose: "the test suite's clang toolchain",
     debian_packages: &["clang"],
+    pip_packages: &[],
     otherwise: "install clang",
 };
 
@@ -109,6 +119,7 @@ pub const GXX: Prerequisite = Prerequisite {
     minimum: None,
     purpose: "the host gcc toolchain",
     debian_packages: &["g++"],
+    pip_packages: &[],
     otherwise: "install g++",
 };
 
@@ -119,14 +130,26 @@ pub const JDK: Prerequisite = Prerequisite {
     minimum: None,
     purpose: "the host Java toolchain",
     debian_packages: &["openjdk-17-jdk-headless"],
+    pip_packages: &[],
     otherwise: "install a JDK 17",
+};
+
+pub const BUILDGRID: Prerequisite = Prerequisite {
+    name: "buildgrid",
+    executables: &["bgd"],
+    version_args: &["--help"],
+    minimum: None,
+    purpose: "the test suite's REAPI remote cache",
+    debian_packages: &[],
+    pip_packages: &["buildgrid==0.4.4"],
+    otherwise: "pip install buildgrid==0.4.4",
 };
 
 /// What `doctor` reports, in order.
 pub const ALL: &[&Prerequisite] = &[&NIX, &CONTAINER_RUNTIME, &BAZEL, &KUBECTL, &KIND, &SKOPEO, &NATIVELINK];
 
 /// What `run` and the test suite need on this machine.
-pub const FOR_TESTS: &[&Prerequisite] = &[&BAZEL, &GXX, &CLANG, &JDK];
+pub const FOR_TESTS: &[&Prerequisite] = &[&BAZEL, &GXX, &CLANG, &JDK, &BUILDGRID];
 
 #[derive(Debug)]
 pub enum Found {
@@ -156,7 +179,9 @@ impl Prerequisite {
 
     /// The advice for a missing or too old program.
     pub fn remedy(&self) -> String {
-        if self.debian_packages.is_empty() || !is_debian() {
+        if !self.pip_packages.is_empty() {
+            format!("python3 -m pip install {}", self.pip_packages.join(" "))
+        } else if self.debian_packages.is_empty() || !is_debian() {
             self.otherwise.to_owned()
         } else {
             format!("apt-get install {}", self.debian_packages.join(" "))
@@ -168,28 +193,35 @@ fn is_debian() -> bool {
     std::path::Path::new("/etc/debian_version").exists()
 }
 
-/// Installs the Debian packages of every missing prerequisite (needs root and apt-get).
+/// Installs the Debian and Python packages of every missing prerequisite (Debian's need root).
 pub fn install_missing(prerequisites: &[&Prerequisite]) -> Result<()> {
     let missing: Vec<&Prerequisite> = prerequisites.iter().copied().filter(|p| matches!(p.find(), Found::Missing)).collect();
     if missing.is_empty() {
         return Ok(());
     }
-    let names: Vec<&str> = missing.iter().map(|p| p.name).collect();
-    let packages: Vec<&str> = missing.iter().flat_map(|p| p.debian_packages.iter().copied()).collect();
-    if let Some(p) = missing.iter().find(|p| p.debian_packages.is_empty()) {
+    if let Some(p) = missing.iter().find(|p| p.debian_packages.is_empty() && p.pip_packages.is_empty()) {
         bail!("{} is missing and cannot be installed automatically: {}", p.name, p.otherwise);
     }
-    if !is_debian() || which::which("apt-get").is_err() {
-        bail!("missing: {}; install them ({}) and retry", names.join(", "), packages.join(" "));
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("missing: {}; run `sudo apt-get install {}` and retry", names.join(", "), packages.join(" "));
-    }
-    eprintln!("installing {} (Debian packages: {})", names.join(", "), packages.join(" "));
+    let names: Vec<&str> = missing.iter().map(|p| p.name).collect();
+    let debian: Vec<&str> = missing.iter().flat_map(|p| p.debian_packages.iter().copied()).collect();
+    let python: Vec<&str> = missing.iter().flat_map(|p| p.pip_packages.iter().copied()).collect();
     let sh = Shell::new()?;
-    cmd!(sh, "apt-get update -qq").env("DEBIAN_FRONTEND", "noninteractive").run()?;
-    cmd!(sh, "apt-get install -y -qq {packages...}").env("DEBIAN_FRONTEND", "noninteractive").run()?;
+    if !debian.is_empty() {
+        if !is_debian() || which::which("apt-get").is_err() {
+            bail!("missing: {}; install them ({}) and retry", names.join(", "), debian.join(" "));
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("missing: {}; run `sudo apt-get install {}` and retry", names.join(", "), debian.join(" "));
+        }
+        eprintln!("installing Debian packages: {}", debian.join(" "));
+        cmd!(sh, "apt-get update -qq").env("DEBIAN_FRONTEND", "noninteractive").run()?;
+        cmd!(sh, "apt-get install -y -qq {debian...}").env("DEBIAN_FRONTEND", "noninteractive").run()?;
+    }
+    if !python.is_empty() {
+        eprintln!("installing Python packages: {}", python.join(" "));
+        cmd!(sh, "python3 -m pip install --quiet {python...}").run()?;
+    }
     Ok(())
 }
 
@@ -204,7 +236,7 @@ pub fn ensure(prerequisites: &[&Prerequisite], install: bool) -> Result<()> {
         .map(|p| format!("{} is missing ({}): {}", p.name, p.purpose, p.remedy()))
         .collect();
     if !missing.is_empty() {
-        bail!("{}\n(--install-missing installs Debian's packages for you)", missing.join("\n"));
+        bail!("{}\n(--install-missing installs them for you)", missing.join("\n"));
     }
     Ok(())
 }

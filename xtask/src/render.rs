@@ -279,6 +279,8 @@ fn render_bazelrc(facts: &Facts, api: &BazelApi) -> String {
         text += "build:lre --incompatible_enable_cc_toolchain_resolution\n";
     }
     text += "build:lre --repo_env=BAZEL_DO_NOT_DETECT_CPP_TOOLCHAIN=1\n";
+    // Actions get a fixed PATH instead of the caller's, so two machines produce one action key.
+    text += "build:lre --incompatible_strict_action_env\n";
     let platforms: Vec<String> = facts.toolchains.keys().map(|name| label(name)).collect();
     text += &format!("build:lre --extra_execution_platforms={}\n", platforms.join(","));
     text += &format!("build:lre --extra_toolchains={}\n", label("all"));
@@ -360,6 +362,7 @@ mod tests {
             "build:lre --extra_execution_platforms=@local-remote-execution//generated/config:lre-cc,@local-remote-execution//generated/config:lre-java\n"
         ), "{rc}");
         assert!(rc.contains("build:lre --extra_toolchains=@local-remote-execution//generated/config:all\n"), "{rc}");
+        assert!(rc.contains("build:lre --incompatible_strict_action_env\n"), "{rc}");
         assert!(rc.contains("#     JAVA_HOME=/nix/store/eeee-openjdk-17/lib/openjdk\n"), "{rc}");
     }
 

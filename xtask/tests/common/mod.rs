@@ -145,12 +145,20 @@ pub fn bazel_lock() -> MutexGuard<'static, ()> {
 pub struct Bazel {
     pub workspace: PathBuf,
     program: PathBuf,
+    startup: Vec<String>,
     expunge: bool,
 }
 
 impl Bazel {
     pub fn new(workspace: &Path) -> Bazel {
-        Bazel { workspace: workspace.to_path_buf(), program: require("bazel"), expunge: false }
+        Bazel { workspace: workspace.to_path_buf(), program: require("bazel"), startup: Vec::new(), expunge: false }
+    }
+
+    /// A server with its own output base (a clean build of the same workspace).
+    pub fn with_output_base(workspace: &Path, output_base: &Path) -> Bazel {
+        let mut bazel = Bazel::new(workspace).expunge_on_drop();
+        bazel.startup.push(format!("--output_base={}", output_base.display()));
+        bazel
     }
 
     /// Deletes the output base when done (for throw-away workspaces, so disks do not fill up).
@@ -162,6 +170,7 @@ impl Bazel {
     pub fn run(&self, args: &[&str]) -> Run {
         let output = Command::new(&self.program)
             .current_dir(&self.workspace)
+            .args(&self.startup)
             .args(args)
             .output()
             .expect("bazel runs");
@@ -172,9 +181,85 @@ impl Bazel {
 impl Drop for Bazel {
     fn drop(&mut self) {
         let command = if self.expunge { ["clean", "--expunge"].as_slice() } else { ["shutdown"].as_slice() };
-        let _ = Command::new(&self.program).current_dir(&self.workspace).args(command).output();
+        let _ = Command::new(&self.program).current_dir(&self.workspace).args(&self.startup).args(command).output();
         if self.expunge {
-            let _ = Command::new(&self.program).current_dir(&self.workspace).arg("shutdown").output();
+            let _ = Command::new(&self.program).current_dir(&self.workspace).args(&self.startup).arg("shutdown").output();
         }
     }
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A real REAPI server: BuildGrid with a disk CAS and an action cache (no workers), on a free
+/// loopback port, stopped when dropped.
+pub struct BuildGrid {
+    pub url: String,
+    pub instance_name: &'static str,
+    server: duct::Handle,
+    _dir: TempDir,
+}
+
+impl BuildGrid {
+    pub fn start() -> BuildGrid {
+        let bgd = require("bgd");
+        let dir = TempDir::new("buildgrid");
+        let port = free_port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "server:\n  - !channel\n    address: \"127.0.0.1:{port}\"\n    insecure-mode: true\n\
+                 authorization:\n  method: none\n\
+                 storages:\n  - !disk-storage &cas\n    path: {cas}\n\
+                 caches:\n  - !lru-action-cache &ac\n    storage: *cas\n    max-cached-refs: 100000\n    allow-updates: true\n\
+                 instances:\n  - name: main\n    services:\n      - !action-cache\n        cache: *ac\n      - !cas\n        storage: *cas\n      - !bytestream\n        storage: *cas\n",
+                cas = dir.path().join("cas").display()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("server.log");
+        let server = duct::cmd!(bgd, "server", "start", &config)
+            .stdout_path(&log)
+            .stderr_to_stdout()
+            .unchecked()
+            .start()
+            .expect("bgd starts");
+        let url = format!("grpc://127.0.0.1:{port}");
+        let endpoint = xtask::remote::Endpoint::parse(&url).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while xtask::remote::preflight("BuildGrid", &endpoint, std::time::Duration::from_secs(1)).is_err() {
+            if std::time::Instant::now() > deadline || server.try_wait().ok().flatten().is_some() {
+                panic!("BuildGrid did not come up on {url}:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        BuildGrid { url, instance_name: "main", server, _dir: dir }
+    }
+}
+
+impl Drop for BuildGrid {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+    }
+}
+
+/// The counts of Bazel's `INFO: N processes: 7 remote cache hit, 19 internal.` line, by kind.
+pub fn process_summary(bazel_stderr: &str) -> BTreeMap<String, u64> {
+    let line = bazel_stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix("INFO: "))
+        .find(|line| line.contains(" processes: ") || line.ends_with(" processes."))
+        .unwrap_or_else(|| panic!("no process summary in:\n{bazel_stderr}"));
+    let Some((_, kinds)) = line.split_once(": ") else { return BTreeMap::new() };
+    kinds
+        .trim_end_matches('.')
+        .split(", ")
+        .map(|part| {
+            let (count, kind) = part.split_once(' ').unwrap();
+            (kind.to_owned(), count.parse().unwrap())
+        })
+        .collect()
 }
