@@ -68,9 +68,14 @@ pub fn prepare(project: &Project) -> Result<()> {
 
 /// Runs `bazel <args>` at the repository root with this terminal's stdio.
 pub fn run(project: &Project, args: &[String]) -> Result<()> {
+    run_with_startup(project, &[], args)
+}
+
+/// Runs `bazel <startup> <args>` (startup options such as `--output_base=…`).
+pub fn run_with_startup(project: &Project, startup: &[String], args: &[String]) -> Result<()> {
     let bazel = find()?;
     prepare(project)?;
     let sh = Shell::new()?;
     sh.change_dir(&project.root);
-    cmd!(sh, "{bazel} {args...}").run().with_context(|| format!("`bazel {}` failed", args.join(" ")))
+    cmd!(sh, "{bazel} {startup...} {args...}").run().with_context(|| format!("`bazel {}` failed", args.join(" ")))
 }

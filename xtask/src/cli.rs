@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use crate::generate;
+use crate::{generate, parity};
 use crate::remote::RemoteSettings;
 
 pub const USAGE: &str = "\
@@ -23,6 +23,13 @@ commands:
         the same build with every action on remote execution; endpoints come from these flags, then
         LRE_REMOTE_EXECUTOR / LRE_REMOTE_CACHE / LRE_REMOTE_INSTANCE_NAME / LRE_TLS_CA, then [remote]
         in lre/toolchains.toml; each is checked (within 3 s) before Bazel starts
+  parity [TARGET] [--remote-cache URL] [--remote-executor URL] [--remote-instance-name NAME]
+         [--tls-ca FILE] [--threshold PERCENT] [--second-build-arg ARG]... [-- BAZEL_ARGS...]
+        build TARGET (default //examples:hello_lre) uploading to the remote cache, then again
+        from a clean output (on the executor if one is configured, else reading the cache);
+        report the second build's remote cache hit rate and, for each miss, what differs
+        (argument, environment variable, platform property, input); fail below the threshold
+        (default 100 %)
   bazel BAZEL_ARGS...
         run Bazel in this repository (with this machine's offline overrides, if any)
   doctor
@@ -39,6 +46,7 @@ pub enum Command {
     Generate(generate::Options),
     Run { target: String, bazel_args: Vec<String>, install_missing: bool },
     RunRemote { target: String, bazel_args: Vec<String>, settings: RemoteSettings },
+    Parity(parity::Options),
     Bazel(Vec<String>),
     Doctor,
     Test { install_missing: bool },
@@ -108,20 +116,43 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
             let mut settings = RemoteSettings::default();
             let mut own = own.into_iter();
             while let Some(arg) = own.next() {
-                let mut value = |flag: &str| own.next().with_context(|| format!("run-remote: {flag} needs a value"));
-                match arg.as_str() {
-                    "--remote-executor" => settings.executor = Some(value("--remote-executor")?),
-                    "--remote-cache" => settings.cache = Some(value("--remote-cache")?),
-                    "--remote-instance-name" => settings.instance_name = Some(value("--remote-instance-name")?),
-                    "--tls-ca" => settings.tls_ca = Some(PathBuf::from(value("--tls-ca")?)),
-                    flag if flag.starts_with('-') => {
-                        bail!("run-remote: unknown option {flag:?}; pass Bazel options after `--`")
-                    }
-                    _ if target.is_some() => bail!("run-remote: one target at a time (got {arg:?} too)"),
-                    _ => target = Some(arg),
+                if !remote_flag("run-remote", &arg, &mut own, &mut settings)? {
+                    positional("run-remote", arg, &mut target)?;
                 }
             }
             Command::RunRemote { target: target.unwrap_or_else(|| DEFAULT_TARGET.to_owned()), bazel_args, settings }
+        }
+        "parity" => {
+            let (own, bazel_args) = split_at_dashes(rest);
+            let mut target = None;
+            let mut options = parity::Options {
+                target: String::new(),
+                settings: RemoteSettings::default(),
+                threshold: 100.0,
+                bazel_args,
+                second_build_args: Vec::new(),
+            };
+            let mut own = own.into_iter();
+            while let Some(arg) = own.next() {
+                match arg.as_str() {
+                    "--threshold" => {
+                        let value = own.next().context("parity: --threshold needs a percentage")?;
+                        options.threshold = value
+                            .trim_end_matches('%')
+                            .parse()
+                            .ok()
+                            .filter(|t| (0.0..=100.0).contains(t))
+                            .with_context(|| format!("parity: --threshold {value:?} is not a percentage from 0 to 100"))?;
+                    }
+                    "--second-build-arg" => {
+                        options.second_build_args.push(own.next().context("parity: --second-build-arg needs a Bazel argument")?)
+                    }
+                    _ if remote_flag("parity", &arg, &mut own, &mut options.settings)? => {}
+                    _ => positional("parity", arg, &mut target)?,
+                }
+            }
+            options.target = target.unwrap_or_else(|| DEFAULT_TARGET.to_owned());
+            Command::Parity(options)
         }
         "bazel" => {
             if rest.is_empty() {
@@ -146,6 +177,34 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
         other => bail!("unknown command {other:?}\n\n{USAGE}"),
     };
     Ok(Invocation { root, command })
+}
+
+/// Takes a remote endpoint option (and its value); `false` when `arg` is not one.
+fn remote_flag(command: &str, arg: &str, rest: &mut impl Iterator<Item = String>, settings: &mut RemoteSettings) -> Result<bool> {
+    let field = match arg {
+        "--remote-executor" => &mut settings.executor,
+        "--remote-cache" => &mut settings.cache,
+        "--remote-instance-name" => &mut settings.instance_name,
+        "--tls-ca" => {
+            settings.tls_ca = Some(PathBuf::from(rest.next().with_context(|| format!("{command}: --tls-ca needs a value"))?));
+            return Ok(true);
+        }
+        _ => return Ok(false),
+    };
+    *field = Some(rest.next().with_context(|| format!("{command}: {arg} needs a value"))?);
+    Ok(true)
+}
+
+/// The one positional argument (a target); options must come before `--` or be ours.
+fn positional(command: &str, arg: String, target: &mut Option<String>) -> Result<()> {
+    if arg.starts_with('-') {
+        bail!("{command}: unknown option {arg:?}; pass Bazel options after `--`");
+    }
+    if target.is_some() {
+        bail!("{command}: one target at a time (got {arg:?} too)");
+    }
+    *target = Some(arg);
+    Ok(())
 }
 
 fn split_at_dashes(args: Vec<String>) -> (Vec<String>, Vec<String>) {
@@ -205,6 +264,21 @@ mod tests {
         assert_eq!(settings.executor.as_deref(), Some("grpc://127.0.0.1:50052"));
         assert_eq!(settings.tls_ca, Some(PathBuf::from("ca.pem")));
         assert!(parse_str("run-remote --remote-cache").unwrap_err().to_string().contains("needs a value"));
+    }
+
+    #[test]
+    fn parity_takes_a_threshold_and_second_build_arguments() {
+        let invocation = parse_str(
+            "parity //examples/... --remote-cache grpc://127.0.0.1:1 --threshold 90% --second-build-arg --action_env=X=1 -- -c opt",
+        )
+        .unwrap();
+        let Command::Parity(options) = invocation.command else { panic!("not parity") };
+        assert_eq!(options.target, "//examples/...");
+        assert_eq!(options.threshold, 90.0);
+        assert_eq!(options.second_build_args, ["--action_env=X=1"]);
+        assert_eq!(options.bazel_args, ["-c", "opt"]);
+        assert_eq!(options.settings.cache.as_deref(), Some("grpc://127.0.0.1:1"));
+        assert!(parse_str("parity --threshold 120").unwrap_err().to_string().contains("from 0 to 100"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod fsx;
 pub mod generate;
 pub mod lint;
 pub mod manifest;
+pub mod parity;
 pub mod prereqs;
 pub mod probe;
 pub mod remote;

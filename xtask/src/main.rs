@@ -24,6 +24,7 @@ fn run() -> anyhow::Result<()> {
         Command::RunRemote { target, bazel_args, settings } => {
             xtask::run::run_remote(&project, &target, &bazel_args, settings)
         }
+        Command::Parity(options) => xtask::parity::run(&project, &options),
         Command::Bazel(args) => bazel::run(&project, &args),
         Command::Doctor => doctor::run(&project),
         Command::Test { install_missing } => {

@@ -37,3 +37,44 @@ fn a_second_output_base_and_a_second_checkout_hit_the_remote_cache_for_every_act
         assert_eq!(summary.get("remote cache hit"), Some(&executed), "{label}: {summary:?}");
     }
 }
+
+#[test]
+fn parity_reports_bazels_own_hit_rate_and_names_an_environment_difference() {
+    let _turn = bazel_lock();
+    let grid = BuildGrid::start();
+    let dir = TempDir::new("parity");
+    copy_repo(dir.path());
+    let remote = ["--remote-cache", grid.url.as_str(), "--remote-instance-name", grid.instance_name];
+
+    let mut args = vec!["parity", "//examples/..."];
+    args.extend(remote);
+    let run = xtask(dir.path(), &args).expect_success("parity against BuildGrid");
+    let summary = process_summary(&run.stderr);
+    let hits = summary["remote cache hit"];
+    let actions: u64 = summary.iter().filter(|(kind, _)| *kind != "internal").map(|(_, n)| n).sum();
+    assert!(hits >= 6 && hits == actions, "Bazel's summary of the second build: {summary:?}");
+    assert!(
+        run.stdout.contains(&format!("second build: {hits} of {actions} actions were remote cache hits (100.0 %)")),
+        "{}",
+        run.stdout
+    );
+
+    // A difference only the second build has: a variable no earlier build can have cached.
+    let probe = format!("--action_env=LRE_PARITY_PROBE={}", std::process::id());
+    args.extend(["--second-build-arg", probe.as_str()]);
+    let run = xtask(dir.path(), &args).expect_failure("parity with a different environment");
+    let summary = process_summary(&run.stderr);
+    assert_eq!(summary.get("remote cache hit"), None, "{summary:?}");
+    assert!(run.stdout.contains(&format!("second build: 0 of {actions} actions were remote cache hits (0.0 %)")), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!("causes of the misses:\n  environment variable LRE_PARITY_PROBE: {actions} action(s)")),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stderr.contains("below the threshold 100 %"), "{}", run.stderr);
+    let _ = std::process::Command::new(require("bazel"))
+        .current_dir(dir.path())
+        .arg(format!("--output_base={}", dir.path().join(".lre/parity/output-base").display()))
+        .args(["clean", "--expunge"])
+        .output();
+}

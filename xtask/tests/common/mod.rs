@@ -246,12 +246,13 @@ impl Drop for BuildGrid {
     }
 }
 
-/// The counts of Bazel's `INFO: N processes: 7 remote cache hit, 19 internal.` line, by kind.
+/// The counts of Bazel's (last) `INFO: N processes: 7 remote cache hit, 19 internal.` line, by kind.
 pub fn process_summary(bazel_stderr: &str) -> BTreeMap<String, u64> {
     let line = bazel_stderr
         .lines()
         .filter_map(|line| line.strip_prefix("INFO: "))
-        .find(|line| line.contains(" processes: ") || line.ends_with(" processes."))
+        .filter(|line| line.contains(" processes: ") || line.ends_with(" processes."))
+        .last()
         .unwrap_or_else(|| panic!("no process summary in:\n{bazel_stderr}"));
     let Some((_, kinds)) = line.split_once(": ") else { return BTreeMap::new() };
     kinds
