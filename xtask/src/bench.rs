@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: figures, never assertions. The median wall time of `generate` (cc + java,
 //! probe to rendered files) next to Bazel's own C++ autoconfiguration measured the same way in
-//! the same run, and the clean compile time of this crate.
+//! the same run, and the clean compile time of this crate. `cargo xtask bench parity`: the time
+//! and peak memory of comparing synthetic execution logs of Bazel's format.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -67,6 +68,117 @@ fn measure(project: &Project, scratch: &Path, include_compile: bool) -> Result<(
         println!("clean compile of the xtask crate: {:.1} s (target <= 40 s on 2 cores)", compile.as_secs_f64());
     }
     Ok(())
+}
+
+/// Writes a pair of synthetic execution logs with `actions` spawns each (Bazel's JSON format):
+/// compile actions sharing a pool of headers; in the second log every 100th action misses the
+/// cache because of an extra environment variable, the rest are hits.
+fn write_synthetic_logs(dir: &Path, first_actions: usize, second_actions: usize) -> Result<(PathBuf, PathBuf)> {
+    use std::io::Write;
+    let headers: Vec<String> = (0..2000).map(|i| format!("external/lib{}/include/header_{i}.h", i % 40)).collect();
+    let digest = |text: &str| -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let header_digests: Vec<String> = headers.iter().map(|h| digest(h)).collect();
+    let write = |path: &Path, actions: usize, second: bool| -> Result<()> {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+        for action in 0..actions {
+            let source = format!("src/module_{}/file_{action}.cc", action % 500);
+            let object = format!("bazel-out/k8-fastbuild/bin/src/_objs/file_{action}.pic.o");
+            let mut environment = vec![serde_json::json!({"name": "PATH", "value": "/bin:/usr/bin:/usr/local/bin"})];
+            let misses = second && action % 100 == 0;
+            if misses {
+                environment.insert(0, serde_json::json!({"name": "CCACHE_DISABLE", "value": "1"}));
+            }
+            let mut inputs = vec![serde_json::json!({"path": source, "digest": {"hash": digest(&source), "sizeBytes": "4096"}})];
+            for k in 0..15 {
+                let header = (action * 7 + k * 131) % headers.len();
+                inputs.push(serde_json::json!({"path": headers[header], "digest": {"hash": header_digests[header], "sizeBytes": "2048"}}));
+            }
+            let spawn = serde_json::json!({
+                "commandArgs": ["/usr/bin/gcc", "-U_FORTIFY_SOURCE", "-fstack-protector", "-Wall", "-std=c++17", "-MD", "-MF",
+                    object.replace(".o", ".d"), "-fPIC", "-iquote", ".", "-c", source, "-o", object],
+                "environmentVariables": environment,
+                "platform": {"properties": [{"name": "OSFamily", "value": "Linux"}, {"name": "container-image", "value": "docker://lre-cc:0123456789abcdef"}]},
+                "inputs": inputs,
+                "listedOutputs": [object.replace(".o", ".d"), object],
+                "remotable": true,
+                "cacheable": true,
+                "mnemonic": "CppCompile",
+                "runner": if second && !misses { "remote cache hit" } else { "processwrapper-sandbox" },
+                "remoteCacheHit": second && !misses,
+                "exitCode": 0,
+            });
+            serde_json::to_writer_pretty(&mut out, &spawn)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        Ok(())
+    };
+    let first = dir.join(format!("first-{first_actions}.json"));
+    let second = dir.join(format!("second-{second_actions}.json"));
+    write(&first, first_actions, false)?;
+    write(&second, second_actions, true)?;
+    Ok((first, second))
+}
+
+/// Compares synthetic execution logs in a child process: its wall time and peak resident memory.
+pub fn parity() -> Result<()> {
+    let scratch = std::env::temp_dir().join(format!("lre-bench-parity-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let result = (|| -> Result<()> {
+        let cases = [(100_000, 10_000), (100_000, 100_000), (10_000, 100_000)];
+        println!("{:>14} {:>14} {:>10} {:>10} {:>16}", "first actions", "second actions", "log MiB", "seconds", "peak RSS MiB");
+        for (first_actions, second_actions) in cases {
+            eprintln!("writing synthetic logs ({first_actions} + {second_actions} actions)");
+            let (first, second) = write_synthetic_logs(&scratch, first_actions, second_actions)?;
+            let size = std::fs::metadata(&first)?.len() + std::fs::metadata(&second)?.len();
+            let (elapsed, peak_kib) = measure_child(&[
+                "parity".as_ref(),
+                "--logs".as_ref(),
+                first.as_os_str(),
+                second.as_os_str(),
+                "--threshold".as_ref(),
+                "0".as_ref(),
+            ])?;
+            println!(
+                "{first_actions:>14} {second_actions:>14} {:>10.0} {:>10.2} {:>16.1}",
+                size as f64 / 1048576.0,
+                elapsed.as_secs_f64(),
+                peak_kib as f64 / 1024.0
+            );
+            std::fs::remove_file(first)?;
+            std::fs::remove_file(second)?;
+        }
+        println!("target: 100,000 + 100,000 actions in <= 10 s; peak memory flat as the second log grows");
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+/// Runs this xtask with `args`, output discarded; returns its wall time and peak RSS in KiB.
+fn measure_child(args: &[&std::ffi::OsStr]) -> Result<(Duration, i64)> {
+    let started = Instant::now();
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child; both pointers are valid for the call.
+    let waited = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    if waited < 0 {
+        return Err(std::io::Error::last_os_error()).context("waiting for the measured child");
+    }
+    let elapsed = started.elapsed();
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("`xtask {}` failed (wait status {status})", args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
+    }
+    Ok((elapsed, usage.ru_maxrss))
 }
 
 fn time_generate(project: &Project, scratch: &Path) -> Result<Duration> {

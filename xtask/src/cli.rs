@@ -25,11 +25,13 @@ commands:
         in lre/toolchains.toml; each is checked (within 3 s) before Bazel starts
   parity [TARGET] [--remote-cache URL] [--remote-executor URL] [--remote-instance-name NAME]
          [--tls-ca FILE] [--threshold PERCENT] [--second-build-arg ARG]... [-- BAZEL_ARGS...]
+  parity --logs FIRST SECOND [--threshold PERCENT]
         build TARGET (default //examples:hello_lre) uploading to the remote cache, then again
         from a clean output (on the executor if one is configured, else reading the cache);
         report the second build's remote cache hit rate and, for each miss, what differs
         (argument, environment variable, platform property, input); fail below the threshold
-        (default 100 %)
+        (default 100 %); with --logs, compare two existing execution logs
+        (--execution_log_json_file) instead of building
   bazel BAZEL_ARGS...
         run Bazel in this repository (with this machine's offline overrides, if any)
   doctor
@@ -39,6 +41,8 @@ commands:
   bench [--no-compile]
         print the median time of `generate` next to Bazel's C++ autoconfiguration, and the
         clean compile time of this crate
+  bench parity
+        print the time and peak memory of `parity --logs` on synthetic 100,000-action logs
 ";
 
 #[derive(Debug, PartialEq)]
@@ -51,6 +55,7 @@ pub enum Command {
     Doctor,
     Test { install_missing: bool },
     Bench { include_compile: bool },
+    BenchParity,
     Help,
 }
 
@@ -131,6 +136,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
                 threshold: 100.0,
                 bazel_args,
                 second_build_args: Vec::new(),
+                logs: None,
             };
             let mut own = own.into_iter();
             while let Some(arg) = own.next() {
@@ -143,6 +149,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
                             .ok()
                             .filter(|t| (0.0..=100.0).contains(t))
                             .with_context(|| format!("parity: --threshold {value:?} is not a percentage from 0 to 100"))?;
+                    }
+                    "--logs" => {
+                        let mut log = || own.next().map(PathBuf::from).context("parity: --logs needs two execution logs");
+                        options.logs = Some((log()?, log()?));
                     }
                     "--second-build-arg" => {
                         options.second_build_args.push(own.next().context("parity: --second-build-arg needs a Bazel argument")?)
@@ -172,6 +182,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
         "bench" => match rest.as_slice() {
             [] => Command::Bench { include_compile: true },
             [flag] if flag == "--no-compile" => Command::Bench { include_compile: false },
+            [what] if what == "parity" => Command::BenchParity,
             _ => bail!("bench: unknown arguments {rest:?}"),
         },
         other => bail!("unknown command {other:?}\n\n{USAGE}"),

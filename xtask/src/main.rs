@@ -33,6 +33,7 @@ fn run() -> anyhow::Result<()> {
             xtask::run::cargo_test(&project)
         }
         Command::Bench { include_compile } => xtask::bench::run(&project, include_compile),
+        Command::BenchParity => xtask::bench::parity(),
         Command::Help => {
             print!("{}", cli::USAGE);
             Ok(())

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -58,12 +58,59 @@ pub struct Digest {
     pub hash: String,
 }
 
-/// What the first build's action looked like, for comparison.
+/// Every distinct string of the first build's log, stored once: actions share most of their
+/// inputs, flags and environment, so the index grows with distinct strings, not with the log.
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<Box<str>, u32>,
+    strings: Vec<Box<str>>,
+}
+
+impl Interner {
+    fn intern(&mut self, text: &str) -> u32 {
+        if let Some(&id) = self.ids.get(text) {
+            return id;
+        }
+        let id = u32::try_from(self.strings.len()).expect("fewer than 4 billion distinct strings");
+        self.strings.push(text.into());
+        self.ids.insert(text.into(), id);
+        id
+    }
+
+    fn get(&self, text: &str) -> Option<u32> {
+        self.ids.get(text).copied()
+    }
+
+    fn text(&self, id: u32) -> &str {
+        &self.strings[id as usize]
+    }
+}
+
+/// What the first build's action looked like: interned ids, pairs sorted by name.
 struct Recorded {
-    args: Vec<String>,
-    environment: BTreeMap<String, String>,
-    platform: BTreeMap<String, String>,
-    inputs: HashMap<String, String>,
+    args: Vec<u32>,
+    environment: Vec<(u32, u32)>,
+    platform: Vec<(u32, u32)>,
+    inputs: Vec<(u32, u32)>,
+}
+
+impl Recorded {
+    fn new(spawn: &Spawn, strings: &mut Interner) -> Recorded {
+        let mut pairs = |items: &mut dyn Iterator<Item = (&str, &str)>| -> Vec<(u32, u32)> {
+            let mut pairs: Vec<(u32, u32)> = items.map(|(name, value)| (strings.intern(name), strings.intern(value))).collect();
+            pairs.sort_unstable();
+            pairs
+        };
+        let environment = pairs(&mut spawn.environment_variables.iter().map(|v| (v.name.as_str(), v.value.as_str())));
+        let platform = pairs(&mut spawn.platform.iter().flat_map(|p| &p.properties).map(|v| (v.name.as_str(), v.value.as_str())));
+        let inputs = pairs(&mut spawn.inputs.iter().map(|f| (f.path.as_str(), f.digest.as_ref().map_or("", |d| d.hash.as_str()))));
+        Recorded { args: spawn.command_args.iter().map(|a| strings.intern(a)).collect(), environment, platform, inputs }
+    }
+}
+
+/// A recorded name → value list as strings, for comparing with the second build's.
+fn resolve(pairs: &[(u32, u32)], strings: &Interner) -> BTreeMap<String, String> {
+    pairs.iter().map(|&(name, value)| (strings.text(name).to_owned(), strings.text(value).to_owned())).collect()
 }
 
 impl Spawn {
@@ -79,11 +126,8 @@ impl Spawn {
         self.platform.iter().flat_map(|p| &p.properties).map(|v| (v.name.clone(), v.value.clone())).collect()
     }
 
-    fn inputs(&self) -> HashMap<String, String> {
-        self.inputs
-            .iter()
-            .map(|f| (f.path.clone(), f.digest.as_ref().map(|d| d.hash.clone()).unwrap_or_default()))
-            .collect()
+    fn input_paths(&self) -> std::collections::HashSet<&str> {
+        self.inputs.iter().map(|f| f.path.as_str()).collect()
     }
 }
 
@@ -172,16 +216,12 @@ impl Comparison {
 
 /// Compares two execution logs: indexes the first, streams the second.
 pub fn compare(first: impl BufRead, second: impl BufRead) -> Result<Comparison> {
-    let mut index: HashMap<String, Recorded> = HashMap::new();
+    let mut strings = Interner::default();
+    let mut index: HashMap<u32, Recorded> = HashMap::new();
     for spawn in spawns(first) {
         let spawn = spawn.context("reading the first build's execution log")?;
-        let recorded = Recorded {
-            args: spawn.command_args.clone(),
-            environment: spawn.environment(),
-            platform: spawn.platform(),
-            inputs: spawn.inputs(),
-        };
-        index.insert(spawn.key(), recorded);
+        let key = strings.intern(&spawn.key());
+        index.insert(key, Recorded::new(&spawn, &mut strings));
     }
     let mut comparison = Comparison::default();
     for spawn in spawns(second) {
@@ -191,15 +231,12 @@ pub fn compare(first: impl BufRead, second: impl BufRead) -> Result<Comparison> 
             comparison.hits += 1;
             continue;
         }
-        let causes = match index.get(&spawn.key()) {
+        let recorded = strings.get(&spawn.key()).and_then(|key| index.get(&key));
+        let causes = match recorded {
             None => vec![Cause::NotInFirstBuild],
-            Some(recorded) => differences(recorded, &spawn),
+            Some(recorded) => differences(recorded, &strings, &spawn),
         };
-        comparison.misses.push(Miss {
-            mnemonic: spawn.mnemonic.clone(),
-            output: primary_output(&spawn.listed_outputs),
-            causes,
-        });
+        comparison.misses.push(Miss { mnemonic: spawn.mnemonic.clone(), output: primary_output(&spawn.listed_outputs), causes });
     }
     Ok(comparison)
 }
@@ -209,13 +246,14 @@ fn primary_output(outputs: &[String]) -> String {
     outputs.iter().find(|o| !o.ends_with(".d")).or(outputs.first()).cloned().unwrap_or_default()
 }
 
-fn differences(first: &Recorded, second: &Spawn) -> Vec<Cause> {
+fn differences(first: &Recorded, strings: &Interner, second: &Spawn) -> Vec<Cause> {
     let mut causes = Vec::new();
-    let longest = first.args.len().max(second.command_args.len());
-    if let Some(index) = (0..longest).find(|&i| first.args.get(i) != second.command_args.get(i)) {
+    let first_args: Vec<&str> = first.args.iter().map(|&id| strings.text(id)).collect();
+    let longest = first_args.len().max(second.command_args.len());
+    if let Some(index) = (0..longest).find(|&i| first_args.get(i).copied() != second.command_args.get(i).map(String::as_str)) {
         causes.push(Cause::Argument {
             index,
-            first: first.args.get(index).cloned(),
+            first: first_args.get(index).map(|a| a.to_string()),
             second: second.command_args.get(index).cloned(),
         });
     }
@@ -229,23 +267,31 @@ fn differences(first: &Recorded, second: &Spawn) -> Vec<Cause> {
             .map(|name| (name.clone(), first.get(name).cloned(), second.get(name).cloned()))
             .collect()
     };
-    for (name, a, b) in mapped(&first.environment, &second.environment()) {
+    for (name, a, b) in mapped(&resolve(&first.environment, strings), &second.environment()) {
         causes.push(Cause::Environment { name, first: a, second: b });
     }
-    for (name, a, b) in mapped(&first.platform, &second.platform()) {
+    for (name, a, b) in mapped(&resolve(&first.platform, strings), &second.platform()) {
         causes.push(Cause::PlatformProperty { name, first: a, second: b });
     }
-    let second_inputs = second.inputs();
+    let second_inputs = second.input_paths();
     let mut input_causes = Vec::new();
-    for (path, digest) in &second_inputs {
-        match first.inputs.get(path) {
-            None => input_causes.push(Cause::InputPath { path: path.clone(), in_first: false }),
-            Some(recorded) if recorded != digest => input_causes.push(Cause::InputDigest { path: path.clone() }),
+    for file in &second.inputs {
+        let digest = file.digest.as_ref().map_or("", |d| d.hash.as_str());
+        let recorded = strings
+            .get(&file.path)
+            .and_then(|path| first.inputs.binary_search_by_key(&path, |&(p, _)| p).ok())
+            .map(|at| strings.text(first.inputs[at].1));
+        match recorded {
+            None => input_causes.push(Cause::InputPath { path: file.path.clone(), in_first: false }),
+            Some(recorded) if recorded != digest => input_causes.push(Cause::InputDigest { path: file.path.clone() }),
             Some(_) => {}
         }
     }
-    for path in first.inputs.keys().filter(|path| !second_inputs.contains_key(*path)) {
-        input_causes.push(Cause::InputPath { path: path.clone(), in_first: true });
+    for &(path, _) in &first.inputs {
+        let path = strings.text(path);
+        if !second_inputs.contains(path) {
+            input_causes.push(Cause::InputPath { path: path.to_owned(), in_first: true });
+        }
     }
     input_causes.sort();
     causes.extend(input_causes);
@@ -297,9 +343,14 @@ pub struct Options {
     pub bazel_args: Vec<String>,
     /// Bazel arguments for the second build only (to see what a difference costs).
     pub second_build_args: Vec<String>,
+    /// Compare these two execution logs instead of building.
+    pub logs: Option<(PathBuf, PathBuf)>,
 }
 
 pub fn run(project: &Project, options: &Options) -> Result<()> {
+    if let Some((first, second)) = &options.logs {
+        return judge(&compare_files(first, second)?, options.threshold, None);
+    }
     let manifest = Manifest::load(&project.manifest_path())?;
     let mut from_manifest = manifest.remote.clone();
     from_manifest.tls_ca = from_manifest.tls_ca.map(|ca| project.root.join(ca));
@@ -372,19 +423,31 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
     let _ = bazel(&["shutdown".to_owned()]);
     builds?;
 
+    let comparison = compare_files(&first_log, &second_log)?;
+    judge(&comparison, options.threshold, Some(&logs))
+}
+
+/// Compares two execution log files.
+pub fn compare_files(first: &Path, second: &Path) -> Result<Comparison> {
     let open = |path: &Path| -> Result<std::io::BufReader<std::fs::File>> {
-        Ok(std::io::BufReader::new(std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?))
+        let file = std::fs::File::open(path).with_context(|| format!("cannot open the execution log {}", path.display()))?;
+        Ok(std::io::BufReader::with_capacity(1 << 20, file))
     };
-    let comparison = compare(open(&first_log)?, open(&second_log)?)?;
-    let text = report(&comparison);
+    compare(open(first)?, open(second)?)
+}
+
+/// Prints the report (and keeps it beside the logs), and fails below the threshold.
+fn judge(comparison: &Comparison, threshold: f64, logs: Option<&Path>) -> Result<()> {
+    let text = report(comparison);
     print!("{text}");
-    fsx::write_atomic(&logs.join("report.txt"), &text)?;
-    if comparison.hit_rate() + f64::EPSILON < options.threshold {
+    if let Some(logs) = logs {
+        fsx::write_atomic(&logs.join("report.txt"), &text)?;
+    }
+    if comparison.hit_rate() + f64::EPSILON < threshold {
+        let kept = logs.map(|l| format!("; the execution logs are in {}", l.display())).unwrap_or_default();
         bail!(
-            "the second build's remote cache hit rate {:.1} % is below the threshold {} %; the execution logs are in {}",
-            comparison.hit_rate(),
-            options.threshold,
-            logs.display()
+            "the second build's remote cache hit rate {:.1} % is below the threshold {threshold} %{kept}",
+            comparison.hit_rate()
         );
     }
     Ok(())
