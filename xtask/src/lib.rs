@@ -15,7 +15,6 @@ pub mod lint;
 pub mod manifest;
 pub mod parity;
 pub mod prereqs;
-pub mod processes;
 pub mod probe;
 pub mod remote;
 pub mod render;
