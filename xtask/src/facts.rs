@@ -65,7 +65,7 @@ pub struct Provenance {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Probed {
-    Cc(CcFacts),
+    Cc(Box<CcFacts>),
     Java(JavaFacts),
 }
 
@@ -280,7 +280,7 @@ pub(crate) fn sample(bazel_version: &str) -> Facts {
             ("CC".into(), "/nix/store/aaaa-clang-18/bin/clang".into()),
             ("PATH".into(), "/nix/store/aaaa-clang-18/bin:/nix/store/bbbb-binutils/bin".into()),
         ]),
-        probed: Probed::Cc(CcFacts {
+        probed: Probed::Cc(Box::new(CcFacts {
             compiler: Compiler::Clang,
             version: "18.1.8".into(),
             target_triple: "x86_64-unknown-linux-gnu".into(),
@@ -304,7 +304,7 @@ pub(crate) fn sample(bazel_version: &str) -> Facts {
             cxx_options: vec!["-std=c++17".into()],
             link_options: vec!["-L/nix/store/dddd-libcxx/lib".into()],
             link_libs: vec!["-lc++".into()],
-        }),
+        })),
     };
     let mut java = cc.clone();
     java.image = Image { name: "lre-java".into(), tag: "4567ef01".into() };

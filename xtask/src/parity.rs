@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::manifest::Manifest;
 use crate::remote::{Endpoint, RemoteSettings};
 use crate::{bazel, fsx, prereqs, Project};
 
@@ -351,10 +350,7 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
     if let Some((first, second)) = &options.logs {
         return judge(&compare_files(first, second)?, options.threshold, None);
     }
-    let manifest = Manifest::load(&project.manifest_path())?;
-    let mut from_manifest = manifest.remote.clone();
-    from_manifest.tls_ca = from_manifest.tls_ca.map(|ca| project.root.join(ca));
-    let settings = RemoteSettings::layered(&[options.settings.clone(), RemoteSettings::from_env(), from_manifest]);
+    let settings = RemoteSettings::resolve(project, options.settings.clone())?;
     let executor = settings.executor.as_deref().map(Endpoint::parse).transpose().context("the remote executor")?;
     let cache = match settings.cache.as_deref() {
         Some(cache) => Endpoint::parse(cache).context("the remote cache")?,
@@ -363,11 +359,6 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
              or add `cache` to [remote] in lre/toolchains.toml",
         )?,
     };
-    if let Some(ca) = &settings.tls_ca {
-        if !ca.is_file() {
-            bail!("the TLS CA certificate {} does not exist (or is not a file)", ca.display());
-        }
-    }
     crate::remote::preflight("remote cache", &cache, crate::remote::PREFLIGHT_DEADLINE)?;
     if let Some(executor) = executor.as_ref().filter(|e| **e != cache) {
         crate::remote::preflight("remote executor", executor, crate::remote::PREFLIGHT_DEADLINE)?;

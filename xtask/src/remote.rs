@@ -138,6 +138,21 @@ impl RemoteSettings {
         }
     }
 
+    /// The settings in force: `flags`, then the environment, then the manifest's `[remote]`
+    /// table (a relative `tls_ca` there is relative to the repository). A CA file must exist.
+    pub fn resolve(project: &crate::Project, flags: RemoteSettings) -> Result<RemoteSettings> {
+        let manifest = crate::manifest::Manifest::load(&project.manifest_path())?;
+        let mut from_manifest = manifest.remote;
+        from_manifest.tls_ca = from_manifest.tls_ca.map(|ca| project.root.join(ca));
+        let settings = RemoteSettings::layered(&[flags, RemoteSettings::from_env(), from_manifest]);
+        if let Some(ca) = &settings.tls_ca {
+            if !ca.is_file() {
+                bail!("the TLS CA certificate {} does not exist (or is not a file)", ca.display());
+            }
+        }
+        Ok(settings)
+    }
+
     /// Each setting from the first source that gives it.
     pub fn layered(sources: &[RemoteSettings]) -> RemoteSettings {
         let first = |pick: &dyn Fn(&RemoteSettings) -> Option<String>| sources.iter().find_map(pick);
@@ -171,11 +186,6 @@ impl Remote {
             Some(cache) => Endpoint::parse(cache).context("the remote cache")?,
             None => executor.clone(),
         };
-        if let Some(ca) = &settings.tls_ca {
-            if !ca.is_file() {
-                bail!("the TLS CA certificate {} does not exist (or is not a file)", ca.display());
-            }
-        }
         Ok(Remote { cache, executor, instance_name: settings.instance_name.clone(), tls_ca: settings.tls_ca.clone() })
     }
 
@@ -256,17 +266,9 @@ mod tests {
     }
 
     #[test]
-    fn missing_executor_and_tls_file_are_refused() {
+    fn a_missing_executor_is_refused() {
         let err = Remote::from_settings(&RemoteSettings::default()).unwrap_err().to_string();
         assert!(err.contains("LRE_REMOTE_EXECUTOR"), "{err}");
-        let err = Remote::from_settings(&RemoteSettings {
-            executor: Some("grpcs://127.0.0.1:443".into()),
-            tls_ca: Some("/nonexistent/ca.pem".into()),
-            ..Default::default()
-        })
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("/nonexistent/ca.pem does not exist"), "{err}");
     }
 
     fn free_port() -> u16 {

@@ -3,7 +3,6 @@
 use anyhow::{bail, Result};
 use xshell::{cmd, Shell};
 
-use crate::manifest::Manifest;
 use crate::remote::{Remote, RemoteSettings};
 use crate::{bazel, generate, prereqs, Project};
 
@@ -20,10 +19,7 @@ pub fn run(project: &Project, target: &str, bazel_args: &[String], install_missi
 /// The same build on remote execution: endpoints resolved (flags, environment, manifest) and
 /// checked before Bazel starts.
 pub fn run_remote(project: &Project, target: &str, bazel_args: &[String], flags: RemoteSettings) -> Result<()> {
-    let manifest = Manifest::load(&project.manifest_path())?;
-    let mut from_manifest = manifest.remote.clone();
-    from_manifest.tls_ca = from_manifest.tls_ca.map(|ca| project.root.join(ca));
-    let remote = Remote::from_settings(&RemoteSettings::layered(&[flags, RemoteSettings::from_env(), from_manifest]))?;
+    let remote = Remote::from_settings(&RemoteSettings::resolve(project, flags)?)?;
     remote.preflight()?;
     prereqs::ensure(&[&prereqs::BAZEL], false)?;
     ensure_fresh(project)?;

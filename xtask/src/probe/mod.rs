@@ -19,7 +19,7 @@ pub fn probe(toolchain: &Toolchain, env: &ToolchainEnv) -> Result<Probed> {
     let scratch = Scratch::new(&toolchain.name)?;
     let prober = Prober { env, scratch: scratch.path() };
     let probed = match toolchain.kind {
-        Kind::Cc => cc::probe(&prober).map(Probed::Cc),
+        Kind::Cc => cc::probe(&prober).map(|cc| Probed::Cc(Box::new(cc))),
         Kind::Java => java::probe(&prober).map(Probed::Java),
     };
     probed.with_context(|| format!("probing toolchain {} ({} from {})", toolchain.name, toolchain.kind, toolchain.source))

@@ -251,8 +251,7 @@ pub fn process_summary(bazel_stderr: &str) -> BTreeMap<String, u64> {
     let line = bazel_stderr
         .lines()
         .filter_map(|line| line.strip_prefix("INFO: "))
-        .filter(|line| line.contains(" processes: ") || line.ends_with(" processes."))
-        .last()
+        .rfind(|line| line.contains(" processes: ") || line.ends_with(" processes."))
         .unwrap_or_else(|| panic!("no process summary in:\n{bazel_stderr}"));
     let Some((_, kinds)) = line.split_once(": ") else { return BTreeMap::new() };
     kinds
