@@ -139,11 +139,12 @@ mod tests {
         // A run that died half-way: its pid no longer exists (pids are far below i32::MAX).
         let dead = dir.join(format!(".generated.new-{}", i32::MAX - 1));
         std::fs::create_dir_all(dead.join("half")).unwrap();
-        // A concurrent run that is still alive: this test process.
-        let alive = dir.join(format!(".generated.new-{}", std::process::id()));
+        // A concurrent run that is still alive: pid 1 always is.
+        let alive = dir.join(".generated.new-1");
+        std::fs::create_dir_all(alive.join("busy")).unwrap();
         replace_dir_atomic(&target, &BTreeMap::from([("x".to_owned(), "1".to_owned())])).unwrap();
-        assert!(!dead.exists());
-        assert!(!alive.exists(), "our own staging tree was consumed by the exchange");
+        assert!(!dead.exists(), "a dead run's staging tree is removed");
+        assert!(alive.join("busy").exists(), "a live run's staging tree is left alone");
         assert_eq!(read_tree(&target).unwrap()["x"], "1");
         std::fs::remove_dir_all(dir).unwrap();
     }

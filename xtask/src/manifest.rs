@@ -150,6 +150,13 @@ impl Manifest {
                     at(entry.name.span())
                 );
             }
+            if name == "config" || name == "image" || name.ends_with("-image") || name.ends_with("-toolchain") {
+                bail!(
+                    "{}: toolchain name {name:?} is reserved: `config`, `image` and names ending in `-image` or `-toolchain` \
+                     collide with generated Bazel targets; choose another name",
+                    at(entry.name.span())
+                );
+            }
             if toolchains.iter().any(|t| &t.name == name) {
                 bail!("{}: toolchain {name:?} is declared twice", at(entry.name.span()));
             }
@@ -296,6 +303,14 @@ source = "nix"
         assert_eq!(manifest.remote.instance_name.as_deref(), Some("main"));
         let err = error_of(&format!("{GOOD}\n[remote]\ncache = \"localhost:50051\"\n"));
         assert!(err.starts_with("lre/toolchains.toml:19:9") && err.contains("malformed endpoint"), "{err}");
+    }
+
+    #[test]
+    fn names_that_collide_with_generated_targets_are_refused() {
+        for reserved in ["config", "image", "lre-cc-image", "lre-cc-toolchain"] {
+            let err = error_of(&GOOD.replace("name = \"lre-java\"", &format!("name = \"{reserved}\"")));
+            assert!(err.starts_with("lre/toolchains.toml:13:8") && err.contains("reserved"), "{err}");
+        }
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub const BAZEL: Prerequisite = Prerequisite {
     purpose: "builds with --config=lre (Bazel 7 or newer recommended)",
     debian_packages: &["bazel-bootstrap", "bazel-platforms", "bazel-rules-java"],
     pip_packages: &[],
-    otherwise: "install bazelisk, which fetches the Bazel version in .bazelversion",
+    otherwise: "install bazelisk and set USE_BAZEL_VERSION to bazel.version of lre/toolchains.toml",
 };
 
 pub const CONTAINER_RUNTIME: Prerequisite = Prerequisite {

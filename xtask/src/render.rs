@@ -270,7 +270,8 @@ fn render_bazelrc(facts: &Facts, api: &BazelApi) -> String {
             toolchain.image.reference()
         );
         for (variable, value) in &toolchain.environment {
-            text += &format!("#     {variable}={value}\n");
+            // A line break in a value must not start a new (active) bazelrc line.
+            text += &format!("#     {variable}={}\n", value.replace(['\n', '\r'], "\\n"));
         }
     }
     text += "\n";
