@@ -10,10 +10,7 @@ use crate::{bazel, generate, prereqs, Project};
 pub fn run(project: &Project, target: &str, bazel_args: &[String], install_missing: bool) -> Result<()> {
     prereqs::ensure(&[&prereqs::BAZEL], install_missing)?;
     ensure_fresh(project)?;
-    let mut args = vec!["run".to_owned(), "--config=lre".to_owned()];
-    args.extend(bazel_args.iter().cloned());
-    args.push(target.to_owned());
-    bazel::run(project, &args)
+    bazel::run(project, &run_args(&[], bazel_args, target))
 }
 
 /// The same build on remote execution: endpoints resolved (flags, environment, manifest) and
@@ -23,11 +20,16 @@ pub fn run_remote(project: &Project, target: &str, bazel_args: &[String], flags:
     remote.preflight()?;
     prereqs::ensure(&[&prereqs::BAZEL], false)?;
     ensure_fresh(project)?;
+    bazel::run(project, &run_args(&remote.bazel_flags(), bazel_args, target))
+}
+
+/// `run --config=lre <ours> <the user's> <target>`.
+fn run_args(ours: &[String], bazel_args: &[String], target: &str) -> Vec<String> {
     let mut args = vec!["run".to_owned(), "--config=lre".to_owned()];
-    args.extend(remote.bazel_flags());
+    args.extend(ours.iter().cloned());
     args.extend(bazel_args.iter().cloned());
     args.push(target.to_owned());
-    bazel::run(project, &args)
+    args
 }
 
 fn ensure_fresh(project: &Project) -> Result<()> {
