@@ -14,19 +14,22 @@ const DEBIAN_PLATFORMS: &str = "/usr/share/bazel/tools/platforms";
 const DEBIAN_RULES_JAVA: &str = "/usr/share/bazel/rules/java";
 
 pub fn find() -> Result<PathBuf> {
-    prereqs::BAZEL.executables.iter().find_map(|exe| which::which(exe).ok()).with_context(|| {
-        format!("Bazel is not on PATH: {}", prereqs::BAZEL.remedy())
-    })
+    prereqs::BAZEL
+        .executables
+        .iter()
+        .find_map(|exe| which::which(exe).ok())
+        .with_context(|| format!("Bazel is not on PATH: {}", prereqs::BAZEL.remedy()))
 }
 
 /// The overrides a machine with Debian's offline Bazel needs, or `None` elsewhere (including
 /// where another Bazel, say bazelisk's, comes first on PATH).
 pub fn offline_overrides(project: &Project) -> Option<String> {
-    let debian_bazel = find().ok().and_then(|bazel| bazel.canonicalize().ok()).is_some_and(|bazel| {
-        bazel.starts_with("/usr/bin") && Path::new("/usr/share/doc/bazel-bootstrap").exists()
-    });
-    let rule_packages =
-        Path::new(DEBIAN_PLATFORMS).join("WORKSPACE").exists() && Path::new(DEBIAN_RULES_JAVA).join("WORKSPACE").exists();
+    let debian_bazel = find()
+        .ok()
+        .and_then(|bazel| bazel.canonicalize().ok())
+        .is_some_and(|bazel| bazel.starts_with("/usr/bin") && Path::new("/usr/share/doc/bazel-bootstrap").exists());
+    let rule_packages = Path::new(DEBIAN_PLATFORMS).join("WORKSPACE").exists()
+        && Path::new(DEBIAN_RULES_JAVA).join("WORKSPACE").exists();
     if !(debian_bazel && rule_packages) {
         return None;
     }

@@ -41,9 +41,7 @@ fn measure(project: &Project, scratch: &Path, include_compile: bool) -> Result<(
         cold_index += 1;
         let output_base = scratch.join(format!("cold-output-base-{cold_index}"));
         let flag = format!("--output_base={}", output_base.display());
-        let result = timed(|| {
-            quietly(cmd!(sh, "{bazel} --batch {flag} query @local_config_cc//:toolchain"))
-        });
+        let result = timed(|| quietly(cmd!(sh, "{bazel} --batch {flag} query @local_config_cc//:toolchain")));
         let _ = std::fs::remove_dir_all(&output_base);
         result
     })?;
@@ -63,8 +61,12 @@ fn measure(project: &Project, scratch: &Path, include_compile: bool) -> Result<(
         let flag = target_dir.display().to_string();
         let sh = Shell::new()?;
         sh.change_dir(&project.root);
-        eprintln!("compiling the xtask crate from clean ({} cores)", std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let compile = timed(|| cmd!(sh, "cargo build --quiet --locked -p xtask --target-dir {flag}").run().map_err(Into::into))?;
+        eprintln!(
+            "compiling the xtask crate from clean ({} cores)",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+        let compile =
+            timed(|| cmd!(sh, "cargo build --quiet --locked -p xtask --target-dir {flag}").run().map_err(Into::into))?;
         println!("clean compile of the xtask crate: {:.1} s (target <= 40 s on 2 cores)", compile.as_secs_f64());
     }
     Ok(())
@@ -91,7 +93,8 @@ fn write_synthetic_logs(dir: &Path, first_actions: usize, second_actions: usize)
             if misses {
                 environment.insert(0, serde_json::json!({"name": "CCACHE_DISABLE", "value": "1"}));
             }
-            let mut inputs = vec![serde_json::json!({"path": source, "digest": {"hash": digest(&source), "sizeBytes": "4096"}})];
+            let mut inputs =
+                vec![serde_json::json!({"path": source, "digest": {"hash": digest(&source), "sizeBytes": "4096"}})];
             for k in 0..15 {
                 let header = (action * 7 + k * 131) % headers.len();
                 inputs.push(serde_json::json!({"path": headers[header], "digest": {"hash": header_digests[header], "sizeBytes": "2048"}}));
@@ -129,7 +132,10 @@ pub fn parity() -> Result<()> {
     std::fs::create_dir_all(&scratch)?;
     let result = (|| -> Result<()> {
         let cases = [(100_000, 10_000), (100_000, 100_000), (10_000, 100_000)];
-        println!("{:>14} {:>14} {:>10} {:>10} {:>16}", "first actions", "second actions", "log MiB", "seconds", "peak RSS MiB");
+        println!(
+            "{:>14} {:>14} {:>10} {:>10} {:>16}",
+            "first actions", "second actions", "log MiB", "seconds", "peak RSS MiB"
+        );
         for (first_actions, second_actions) in cases {
             eprintln!("writing synthetic logs ({first_actions} + {second_actions} actions)");
             let (first, second) = write_synthetic_logs(&scratch, first_actions, second_actions)?;
@@ -176,7 +182,10 @@ fn measure_child(args: &[&std::ffi::OsStr]) -> Result<(Duration, i64)> {
     }
     let elapsed = started.elapsed();
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!("`xtask {}` failed (wait status {status})", args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
+        bail!(
+            "`xtask {}` failed (wait status {status})",
+            args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+        );
     }
     Ok((elapsed, usage.ru_maxrss))
 }
@@ -218,7 +227,8 @@ fn timed(mut action: impl FnMut() -> Result<()>) -> Result<Duration> {
 
 fn median_of(runs: usize, label: &str, mut measure: impl FnMut() -> Result<Duration>) -> Result<Duration> {
     eprintln!("measuring {label} ({runs} runs)");
-    let mut samples = (0..runs).map(|_| measure()).collect::<Result<Vec<_>>>().with_context(|| format!("measuring {label}"))?;
+    let mut samples =
+        (0..runs).map(|_| measure()).collect::<Result<Vec<_>>>().with_context(|| format!("measuring {label}"))?;
     if samples.is_empty() {
         bail!("no samples for {label}");
     }

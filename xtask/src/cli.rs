@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{generate, parity};
 use crate::remote::RemoteSettings;
+use crate::up::UpOptions;
+use crate::{generate, parity};
 
 pub const USAGE: &str = "\
 cargo xtask [--root DIR] <command>
@@ -22,7 +23,8 @@ commands:
              [--tls-ca FILE] [-- BAZEL_ARGS...]
         the same build with every action on remote execution; endpoints come from these flags, then
         LRE_REMOTE_EXECUTOR / LRE_REMOTE_CACHE / LRE_REMOTE_INSTANCE_NAME / LRE_TLS_CA, then [remote]
-        in lre/toolchains.toml; each is checked (within 3 s) before Bazel starts
+        in lre/toolchains.toml, then what `cargo xtask up` runs; each is checked (within 3 s) before
+        Bazel starts
   parity [TARGET] [--remote-cache URL] [--remote-executor URL] [--remote-instance-name NAME]
          [--tls-ca FILE] [--threshold PERCENT] [--second-build-arg ARG]... [-- BAZEL_ARGS...]
   parity --logs FIRST SECOND [--threshold PERCENT]
@@ -32,6 +34,15 @@ commands:
         (argument, environment variable, platform property, input); fail below the threshold
         (default 100 %); with --logs, compare two existing execution logs
         (--execution_log_json_file) instead of building
+  up [--bind ADDR] [--port-base N] [--instance-name NAME] [--timeout SECONDS]
+        start NativeLink here (from $LRE_NATIVELINK or PATH): a CAS + action cache on N (default 50051),
+        a scheduler on N+1 (its worker API on N+2), and a worker per generated toolchain advertising
+        that toolchain's platform; configs are rendered from generated/lre.lock.json; binds 127.0.0.1
+        unless --bind says otherwise; state, logs and data live in .lre/up/; run again to converge
+  down
+        stop exactly the processes `up` started (their data stays for the next `up`)
+  status
+        show what `up` started, whether it still runs, and the endpoints; fails if something stopped
   bazel BAZEL_ARGS...
         run Bazel in this repository (with this machine's offline overrides, if any)
   doctor
@@ -51,6 +62,9 @@ pub enum Command {
     Run { target: String, bazel_args: Vec<String>, install_missing: bool },
     RunRemote { target: String, bazel_args: Vec<String>, settings: RemoteSettings },
     Parity(parity::Options),
+    Up(UpOptions),
+    Down,
+    Status,
     Bazel(Vec<String>),
     Doctor,
     Test { install_missing: bool },
@@ -148,21 +162,61 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
                             .parse()
                             .ok()
                             .filter(|t| (0.0..=100.0).contains(t))
-                            .with_context(|| format!("parity: --threshold {value:?} is not a percentage from 0 to 100"))?;
+                            .with_context(|| {
+                                format!("parity: --threshold {value:?} is not a percentage from 0 to 100")
+                            })?;
                     }
                     "--logs" => {
-                        let mut log = || own.next().map(PathBuf::from).context("parity: --logs needs two execution logs");
+                        let mut log =
+                            || own.next().map(PathBuf::from).context("parity: --logs needs two execution logs");
                         options.logs = Some((log()?, log()?));
                     }
-                    "--second-build-arg" => {
-                        options.second_build_args.push(own.next().context("parity: --second-build-arg needs a Bazel argument")?)
-                    }
+                    "--second-build-arg" => options
+                        .second_build_args
+                        .push(own.next().context("parity: --second-build-arg needs a Bazel argument")?),
                     _ if remote_flag("parity", &arg, &mut own, &mut options.settings)? => {}
                     _ => positional("parity", arg, &mut target)?,
                 }
             }
             options.target = target.unwrap_or_else(|| DEFAULT_TARGET.to_owned());
             Command::Parity(options)
+        }
+        "up" => {
+            let mut options = UpOptions::default();
+            let mut rest = rest.into_iter();
+            while let Some(arg) = rest.next() {
+                let mut value = || rest.next().with_context(|| format!("up: {arg} needs a value"));
+                match arg.as_str() {
+                    "--bind" => {
+                        let text = value()?;
+                        options.bind =
+                            text.parse().with_context(|| format!("up: --bind {text:?} is not an IP address"))?;
+                    }
+                    "--port-base" => {
+                        let text = value()?;
+                        options.port_base =
+                            text.parse().with_context(|| format!("up: --port-base {text:?} is not a port number"))?;
+                    }
+                    "--instance-name" => options.instance_name = value()?,
+                    "--timeout" => {
+                        let text = value()?;
+                        let seconds: u64 = text
+                            .parse()
+                            .with_context(|| format!("up: --timeout {text:?} is not a number of seconds"))?;
+                        options.timeout = std::time::Duration::from_secs(seconds);
+                    }
+                    other => bail!("up: unknown option {other:?}\n\n{USAGE}"),
+                }
+            }
+            Command::Up(options)
+        }
+        "down" => {
+            no_more("down", &rest)?;
+            Command::Down
+        }
+        "status" => {
+            no_more("status", &rest)?;
+            Command::Status
         }
         "bazel" => {
             if rest.is_empty() {
@@ -191,13 +245,19 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
 }
 
 /// Takes a remote endpoint option (and its value); `false` when `arg` is not one.
-fn remote_flag(command: &str, arg: &str, rest: &mut impl Iterator<Item = String>, settings: &mut RemoteSettings) -> Result<bool> {
+fn remote_flag(
+    command: &str,
+    arg: &str,
+    rest: &mut impl Iterator<Item = String>,
+    settings: &mut RemoteSettings,
+) -> Result<bool> {
     let field = match arg {
         "--remote-executor" => &mut settings.executor,
         "--remote-cache" => &mut settings.cache,
         "--remote-instance-name" => &mut settings.instance_name,
         "--tls-ca" => {
-            settings.tls_ca = Some(PathBuf::from(rest.next().with_context(|| format!("{command}: --tls-ca needs a value"))?));
+            settings.tls_ca =
+                Some(PathBuf::from(rest.next().with_context(|| format!("{command}: --tls-ca needs a value"))?));
             return Ok(true);
         }
         _ => return Ok(false),
@@ -226,7 +286,11 @@ fn split_at_dashes(args: Vec<String>) -> (Vec<String>, Vec<String>) {
 }
 
 fn no_more(command: &str, rest: &[String]) -> Result<()> {
-    if rest.is_empty() { Ok(()) } else { bail!("{command}: unexpected arguments {rest:?}") }
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        bail!("{command}: unexpected arguments {rest:?}")
+    }
 }
 
 #[cfg(test)]
@@ -261,14 +325,18 @@ mod tests {
             }
         );
         let default = parse_str("run --install-missing").unwrap();
-        assert!(matches!(default.command, Command::Run { ref target, install_missing: true, .. } if target == DEFAULT_TARGET));
+        assert!(
+            matches!(default.command, Command::Run { ref target, install_missing: true, .. } if target == DEFAULT_TARGET)
+        );
         assert!(parse_str("run -c opt").unwrap_err().to_string().contains("after `--`"));
     }
 
     #[test]
     fn run_remote_takes_endpoints_and_bazel_arguments() {
-        let invocation =
-            parse_str("run-remote //examples:hello_lre --remote-executor grpc://127.0.0.1:50052 --tls-ca ca.pem -- -c opt").unwrap();
+        let invocation = parse_str(
+            "run-remote //examples:hello_lre --remote-executor grpc://127.0.0.1:50052 --tls-ca ca.pem -- -c opt",
+        )
+        .unwrap();
         let Command::RunRemote { target, bazel_args, settings } = invocation.command else { panic!("not run-remote") };
         assert_eq!(target, "//examples:hello_lre");
         assert_eq!(bazel_args, ["-c", "opt"]);
@@ -293,8 +361,23 @@ mod tests {
     }
 
     #[test]
+    fn up_takes_an_address_ports_and_a_timeout() {
+        let Command::Up(options) =
+            parse_str("up --bind 0.0.0.0 --port-base 6000 --instance-name ci --timeout 5").unwrap().command
+        else {
+            panic!("not up")
+        };
+        assert_eq!(options.bind, "0.0.0.0".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!((options.port_base, options.instance_name.as_str(), options.timeout.as_secs()), (6000, "ci", 5));
+        assert_eq!(parse_str("up").unwrap().command, Command::Up(UpOptions::default()));
+        assert!(parse_str("up --bind localhost").unwrap_err().to_string().contains("not an IP address"));
+        assert!(parse_str("up --port-base").unwrap_err().to_string().contains("needs a value"));
+        assert!(parse_str("down now").is_err());
+    }
+
+    #[test]
     fn unknown_commands_show_usage() {
-        assert!(parse_str("deploy").unwrap_err().to_string().contains("commands:"));
+        assert!(parse_str("deploy-everything").unwrap_err().to_string().contains("commands:"));
         assert_eq!(parse_str("").unwrap().command, Command::Help);
     }
 }

@@ -14,7 +14,8 @@ pub fn run(project: &Project) -> Result<()> {
     let mut blocking = Vec::new();
     println!("prerequisites:");
     for prerequisite in prereqs::ALL {
-        let required = prerequisite.name == prereqs::BAZEL.name || (needs_nix && prerequisite.name == prereqs::NIX.name);
+        let required =
+            prerequisite.name == prereqs::BAZEL.name || (needs_nix && prerequisite.name == prereqs::NIX.name);
         let (status, line) = report(prerequisite);
         let flag = match (status, required) {
             (Status::Ok, _) => "ok",
@@ -55,7 +56,11 @@ pub fn run(project: &Project) -> Result<()> {
         for (name, toolchain) in &facts.toolchains {
             let provenance = &toolchain.provenance;
             if provenance.hermetic {
-                println!("  ok   {name}: hermetic ({} source, roots {})", provenance.source, toolchain.roots.join(", "));
+                println!(
+                    "  ok   {name}: hermetic ({} source, roots {})",
+                    provenance.source,
+                    toolchain.roots.join(", ")
+                );
             } else {
                 println!(
                     "  warn {name}: impure ({} source, probed on {} at {}): {}",
@@ -88,7 +93,11 @@ fn report(prerequisite: &Prerequisite) -> (Status, String) {
             match (version, prerequisite.minimum) {
                 (Some(found), Some(minimum)) if found < minimum => (
                     Status::TooOld,
-                    format!("{shown} at {} is older than the {minimum} needed: {}", path.display(), prerequisite.remedy()),
+                    format!(
+                        "{shown} at {} is older than the {minimum} needed: {}",
+                        path.display(),
+                        prerequisite.remedy()
+                    ),
                 ),
                 _ => (Status::Ok, format!("{shown} at {}", path.display())),
             }

@@ -35,6 +35,17 @@ pub struct ToolchainFacts {
     pub probed: Probed,
 }
 
+impl ToolchainFacts {
+    /// The remote-execution platform properties of this toolchain: the generated Bazel platform
+    /// sends exactly these and the workers that run its actions advertise exactly these.
+    pub fn platform_properties(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("OSFamily".to_owned(), "Linux".to_owned()),
+            ("container-image".to_owned(), self.image.reference()),
+        ])
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Image {
@@ -164,7 +175,11 @@ impl Facts {
 
     /// Loads the facts when the file exists; `None` when it does not.
     pub fn load_if_present(path: &Path) -> Result<Option<Facts>> {
-        if path.exists() { Facts::load(path).map(Some) } else { Ok(None) }
+        if path.exists() {
+            Facts::load(path).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// The lock file's text: pretty, key-sorted, newline-terminated.
@@ -233,12 +248,9 @@ pub fn machine() -> String {
 
 /// Now (or `SOURCE_DATE_EPOCH`) as RFC 3339 UTC, to the second.
 pub fn timestamp_now() -> String {
-    let seconds = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-        });
+    let seconds = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    });
     rfc3339(seconds)
 }
 
@@ -287,7 +299,10 @@ pub(crate) fn sample(bazel_version: &str) -> Facts {
             compiler_path: "/nix/store/aaaa-clang-18/bin/clang".into(),
             include_dirs: IncludeDirs {
                 c: vec!["/nix/store/cccc-glibc-dev/include".into()],
-                cxx: vec!["/nix/store/dddd-libcxx-dev/include/c++/v1".into(), "/nix/store/cccc-glibc-dev/include".into()],
+                cxx: vec![
+                    "/nix/store/dddd-libcxx-dev/include/c++/v1".into(),
+                    "/nix/store/cccc-glibc-dev/include".into(),
+                ],
             },
             tools: BTreeMap::from([
                 ("ar".into(), Some("/nix/store/bbbb-binutils/bin/ar".into())),

@@ -146,7 +146,10 @@ fn check(project: &Project, manifest: &Manifest, options: &Options) -> Result<()
         let fresh = probe_facts(manifest, Some(&facts), &[])?;
         let (old, new) = (facts.to_json(), fresh.to_json());
         if old != new {
-            problems.push(format!("the toolchains no longer match the facts:\n{}", diff("generated/lre.lock.json", &old, &new)));
+            problems.push(format!(
+                "the toolchains no longer match the facts:\n{}",
+                diff("generated/lre.lock.json", &old, &new)
+            ));
         }
     }
     problems.extend(stale_files(project, &facts)?);

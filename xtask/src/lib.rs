@@ -13,13 +13,16 @@ pub mod fsx;
 pub mod generate;
 pub mod lint;
 pub mod manifest;
+pub mod nativelink;
 pub mod parity;
 pub mod prereqs;
 pub mod probe;
+pub mod process;
 pub mod remote;
 pub mod render;
 pub mod run;
 pub mod starlark;
+pub mod up;
 pub mod version;
 
 use std::path::{Path, PathBuf};

@@ -106,14 +106,16 @@ mod tests {
 
     #[test]
     fn a_path_outside_the_store_fails_and_is_named() {
-        let err = check("lre-cc", &nix_toolchain("/usr/bin/ld", "-L/nix/store/dddd-libcxx/lib")).unwrap_err().to_string();
+        let err =
+            check("lre-cc", &nix_toolchain("/usr/bin/ld", "-L/nix/store/dddd-libcxx/lib")).unwrap_err().to_string();
         assert!(err.contains("/usr/bin/ld (at /cc/tools/ld)"), "{err}");
         assert!(err.contains("toolchain lre-cc (nix source)"), "{err}");
     }
 
     #[test]
     fn paths_inside_flags_and_dotdot_escapes_are_caught() {
-        let err = check("lre-cc", &nix_toolchain("/nix/store/bbbb/bin/ld", "-Wl,-rpath,/usr/lib")).unwrap_err().to_string();
+        let err =
+            check("lre-cc", &nix_toolchain("/nix/store/bbbb/bin/ld", "-Wl,-rpath,/usr/lib")).unwrap_err().to_string();
         assert!(err.contains("/usr/lib (at /cc/link_options/0)"), "{err}");
         let err = check("lre-cc", &nix_toolchain("/nix/store/../usr/bin/ld", "-lm")).unwrap_err().to_string();
         assert!(err.contains("/nix/store/../usr/bin/ld"), "{err}");

@@ -25,6 +25,9 @@ fn run() -> anyhow::Result<()> {
             xtask::run::run_remote(&project, &target, &bazel_args, settings)
         }
         Command::Parity(options) => xtask::parity::run(&project, &options),
+        Command::Up(options) => xtask::up::up(&project, &options),
+        Command::Down => xtask::up::down(&project),
+        Command::Status => xtask::up::status(&project),
         Command::Bazel(args) => bazel::run(&project, &args),
         Command::Doctor => doctor::run(&project),
         Command::Test { install_missing } => {

@@ -298,7 +298,11 @@ source = "nix"
 
     #[test]
     fn the_remote_table_is_read_and_its_endpoints_checked() {
-        let manifest = Manifest::parse(&format!("{GOOD}\n[remote]\nexecutor = \"grpc://127.0.0.1:50052\"\ninstance_name = \"main\"\n"), "m").unwrap();
+        let manifest = Manifest::parse(
+            &format!("{GOOD}\n[remote]\nexecutor = \"grpc://127.0.0.1:50052\"\ninstance_name = \"main\"\n"),
+            "m",
+        )
+        .unwrap();
         assert_eq!(manifest.remote.executor.as_deref(), Some("grpc://127.0.0.1:50052"));
         assert_eq!(manifest.remote.instance_name.as_deref(), Some("main"));
         let err = error_of(&format!("{GOOD}\n[remote]\ncache = \"localhost:50051\"\n"));

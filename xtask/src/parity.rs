@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::remote::{Endpoint, RemoteSettings};
+use crate::remote::{Remote, RemoteSettings};
 use crate::{bazel, fsx, prereqs, Project};
 
 /// One spawn of Bazel's JSON execution log (`--execution_log_json_file`), the fields compared.
@@ -96,13 +96,17 @@ struct Recorded {
 impl Recorded {
     fn new(spawn: &Spawn, strings: &mut Interner) -> Recorded {
         let mut pairs = |items: &mut dyn Iterator<Item = (&str, &str)>| -> Vec<(u32, u32)> {
-            let mut pairs: Vec<(u32, u32)> = items.map(|(name, value)| (strings.intern(name), strings.intern(value))).collect();
+            let mut pairs: Vec<(u32, u32)> =
+                items.map(|(name, value)| (strings.intern(name), strings.intern(value))).collect();
             pairs.sort_unstable();
             pairs
         };
         let environment = pairs(&mut spawn.environment_variables.iter().map(|v| (v.name.as_str(), v.value.as_str())));
-        let platform = pairs(&mut spawn.platform.iter().flat_map(|p| &p.properties).map(|v| (v.name.as_str(), v.value.as_str())));
-        let inputs = pairs(&mut spawn.inputs.iter().map(|f| (f.path.as_str(), f.digest.as_ref().map_or("", |d| d.hash.as_str()))));
+        let platform =
+            pairs(&mut spawn.platform.iter().flat_map(|p| &p.properties).map(|v| (v.name.as_str(), v.value.as_str())));
+        let inputs = pairs(
+            &mut spawn.inputs.iter().map(|f| (f.path.as_str(), f.digest.as_ref().map_or("", |d| d.hash.as_str()))),
+        );
         Recorded { args: spawn.command_args.iter().map(|a| strings.intern(a)).collect(), environment, platform, inputs }
     }
 }
@@ -148,11 +152,28 @@ pub struct Miss {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Cause {
     NotInFirstBuild,
-    Argument { index: usize, first: Option<String>, second: Option<String> },
-    Environment { name: String, first: Option<String>, second: Option<String> },
-    PlatformProperty { name: String, first: Option<String>, second: Option<String> },
-    InputPath { path: String, in_first: bool },
-    InputDigest { path: String },
+    Argument {
+        index: usize,
+        first: Option<String>,
+        second: Option<String>,
+    },
+    Environment {
+        name: String,
+        first: Option<String>,
+        second: Option<String>,
+    },
+    PlatformProperty {
+        name: String,
+        first: Option<String>,
+        second: Option<String>,
+    },
+    InputPath {
+        path: String,
+        in_first: bool,
+    },
+    InputDigest {
+        path: String,
+    },
     /// Everything compared is equal: the cache did not have the result (evicted, not uploaded).
     NothingDiffers,
 }
@@ -209,7 +230,11 @@ pub struct Comparison {
 
 impl Comparison {
     pub fn hit_rate(&self) -> f64 {
-        if self.actions == 0 { 100.0 } else { self.hits as f64 * 100.0 / self.actions as f64 }
+        if self.actions == 0 {
+            100.0
+        } else {
+            self.hits as f64 * 100.0 / self.actions as f64
+        }
     }
 }
 
@@ -235,7 +260,11 @@ pub fn compare(first: impl BufRead, second: impl BufRead) -> Result<Comparison> 
             None => vec![Cause::NotInFirstBuild],
             Some(recorded) => differences(recorded, &strings, &spawn),
         };
-        comparison.misses.push(Miss { mnemonic: spawn.mnemonic.clone(), output: primary_output(&spawn.listed_outputs), causes });
+        comparison.misses.push(Miss {
+            mnemonic: spawn.mnemonic.clone(),
+            output: primary_output(&spawn.listed_outputs),
+            causes,
+        });
     }
     Ok(comparison)
 }
@@ -249,14 +278,18 @@ fn differences(first: &Recorded, strings: &Interner, second: &Spawn) -> Vec<Caus
     let mut causes = Vec::new();
     let first_args: Vec<&str> = first.args.iter().map(|&id| strings.text(id)).collect();
     let longest = first_args.len().max(second.command_args.len());
-    if let Some(index) = (0..longest).find(|&i| first_args.get(i).copied() != second.command_args.get(i).map(String::as_str)) {
+    if let Some(index) =
+        (0..longest).find(|&i| first_args.get(i).copied() != second.command_args.get(i).map(String::as_str))
+    {
         causes.push(Cause::Argument {
             index,
             first: first_args.get(index).map(|a| a.to_string()),
             second: second.command_args.get(index).cloned(),
         });
     }
-    let mapped = |first: &BTreeMap<String, String>, second: &BTreeMap<String, String>| -> Vec<(String, Option<String>, Option<String>)> {
+    let mapped = |first: &BTreeMap<String, String>,
+                  second: &BTreeMap<String, String>|
+     -> Vec<(String, Option<String>, Option<String>)> {
         let mut names: Vec<&String> = first.keys().chain(second.keys()).collect();
         names.sort();
         names.dedup();
@@ -350,31 +383,15 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
     if let Some((first, second)) = &options.logs {
         return judge(&compare_files(first, second)?, options.threshold, None);
     }
-    let settings = RemoteSettings::resolve(project, options.settings.clone())?;
-    let executor = settings.executor.as_deref().map(Endpoint::parse).transpose().context("the remote executor")?;
-    let cache = match settings.cache.as_deref() {
-        Some(cache) => Endpoint::parse(cache).context("the remote cache")?,
-        None => executor.clone().context(
-            "no remote cache is configured: pass --remote-cache grpc://HOST:PORT, set LRE_REMOTE_CACHE, \
-             or add `cache` to [remote] in lre/toolchains.toml",
-        )?,
-    };
-    crate::remote::preflight("remote cache", &cache, crate::remote::PREFLIGHT_DEADLINE)?;
-    if let Some(executor) = executor.as_ref().filter(|e| **e != cache) {
-        crate::remote::preflight("remote executor", executor, crate::remote::PREFLIGHT_DEADLINE)?;
-    }
+    let remote = Remote::from_settings(&RemoteSettings::resolve(project, options.settings.clone())?)?;
+    remote.preflight()?;
     prereqs::ensure(&[&prereqs::BAZEL], false)?;
 
     let logs = project.local_dir().join("parity");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     let (first_log, second_log) = (logs.join("first.json"), logs.join("second.json"));
-    let mut common = vec!["--config=lre".to_owned(), format!("--remote_cache={}", cache.url())];
-    if let Some(name) = &settings.instance_name {
-        common.push(format!("--remote_instance_name={name}"));
-    }
-    if let Some(ca) = &settings.tls_ca {
-        common.push(format!("--tls_certificate={}", ca.display()));
-    }
+    let mut common = vec!["--config=lre".to_owned()];
+    common.extend(remote.cache_flags());
 
     let mut first = vec!["build".to_owned()];
     first.extend(common.iter().cloned());
@@ -384,10 +401,7 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
 
     let mut second = vec!["build".to_owned()];
     second.extend(common.iter().cloned());
-    if let Some(executor) = &executor {
-        second.push(format!("--remote_executor={}", executor.url()));
-        second.push("--strategy_regexp=.*=remote".to_owned());
-    }
+    second.extend(remote.execution_flags());
     second.push(format!("--execution_log_json_file={}", second_log.display()));
     second.extend(options.bazel_args.iter().cloned());
     second.extend(options.second_build_args.iter().cloned());
@@ -400,13 +414,15 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
     let clean = ["clean".to_owned()];
     let builds = bazel(&clean)
         .and_then(|()| {
-            eprintln!("parity: first build from a clean output, local execution, uploading to {}", cache.url());
+            eprintln!("parity: first build from a clean output, local execution, uploading to {}", remote.cache.url());
             bazel(&first)
         })
         .and_then(|()| bazel(&clean))
         .and_then(|()| {
-            match &executor {
-                Some(executor) => eprintln!("parity: second build from a clean output, executing on {}", executor.url()),
+            match &remote.executor {
+                Some(executor) => {
+                    eprintln!("parity: second build from a clean output, executing on {}", executor.url())
+                }
                 None => eprintln!("parity: second build from a clean output, local execution reading the cache"),
             }
             bazel(&second)
@@ -421,7 +437,8 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
 /// Compares two execution log files.
 pub fn compare_files(first: &Path, second: &Path) -> Result<Comparison> {
     let open = |path: &Path| -> Result<std::io::BufReader<std::fs::File>> {
-        let file = std::fs::File::open(path).with_context(|| format!("cannot open the execution log {}", path.display()))?;
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot open the execution log {}", path.display()))?;
         Ok(std::io::BufReader::with_capacity(1 << 20, file))
     };
     compare(open(first)?, open(second)?)

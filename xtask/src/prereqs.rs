@@ -155,7 +155,11 @@ pub const FOR_TESTS: &[&Prerequisite] = &[&BAZEL, &GXX, &CLANG, &JDK, &BUILDGRID
 pub enum Found {
     Missing,
     /// The program runs; its version when it told one.
-    Present { path: PathBuf, version: Option<Version>, banner: String },
+    Present {
+        path: PathBuf,
+        version: Option<Version>,
+        banner: String,
+    },
 }
 
 impl Prerequisite {
@@ -195,7 +199,8 @@ fn is_debian() -> bool {
 
 /// Installs the Debian and Python packages of every missing prerequisite (Debian's need root).
 pub fn install_missing(prerequisites: &[&Prerequisite]) -> Result<()> {
-    let missing: Vec<&Prerequisite> = prerequisites.iter().copied().filter(|p| matches!(p.find(), Found::Missing)).collect();
+    let missing: Vec<&Prerequisite> =
+        prerequisites.iter().copied().filter(|p| matches!(p.find(), Found::Missing)).collect();
     if missing.is_empty() {
         return Ok(());
     }

@@ -29,7 +29,9 @@ pub struct Endpoint {
 impl Endpoint {
     /// Parses `grpc://HOST:PORT` or `grpcs://HOST:PORT` (an IPv6 host in brackets).
     pub fn parse(text: &str) -> Result<Endpoint> {
-        let malformed = |why: &str| anyhow::anyhow!("malformed endpoint {text:?}: {why}; write grpc://HOST:PORT or grpcs://HOST:PORT");
+        let malformed = |why: &str| {
+            anyhow::anyhow!("malformed endpoint {text:?}: {why}; write grpc://HOST:PORT or grpcs://HOST:PORT")
+        };
         let (scheme, rest) = if let Some(rest) = text.strip_prefix("grpc://") {
             (Scheme::Grpc, rest)
         } else if let Some(rest) = text.strip_prefix("grpcs://") {
@@ -92,8 +94,9 @@ pub fn preflight(role: &str, endpoint: &Endpoint, deadline: Duration) -> Result<
     }
     let Some(mut stream) = stream else {
         bail!(
-            "the {role} {url} accepts no connection (tried {}); start a server there, or point the xtask at a \
-             running one (--remote-cache/--remote-executor, LRE_REMOTE_CACHE/LRE_REMOTE_EXECUTOR, or [remote] in {})",
+            "the {role} {url} accepts no connection (tried {}); start a server there (`cargo xtask up` runs NativeLink \
+             on this machine), or point the xtask at a running one (--remote-cache/--remote-executor, \
+             LRE_REMOTE_CACHE/LRE_REMOTE_EXECUTOR, or [remote] in {})",
             tried.join("; "),
             crate::Project::MANIFEST
         );
@@ -139,12 +142,19 @@ impl RemoteSettings {
     }
 
     /// The settings in force: `flags`, then the environment, then the manifest's `[remote]`
-    /// table (a relative `tls_ca` there is relative to the repository). A CA file must exist.
+    /// table (a relative `tls_ca` there is relative to the repository), then what `cargo xtask up`
+    /// runs. A CA file must exist.
     pub fn resolve(project: &crate::Project, flags: RemoteSettings) -> Result<RemoteSettings> {
         let manifest = crate::manifest::Manifest::load(&project.manifest_path())?;
         let mut from_manifest = manifest.remote;
         from_manifest.tls_ca = from_manifest.tls_ca.map(|ca| project.root.join(ca));
-        let settings = RemoteSettings::layered(&[flags, RemoteSettings::from_env(), from_manifest]);
+        let mut settings = RemoteSettings::layered(&[flags, RemoteSettings::from_env(), from_manifest]);
+        // What `up` runs is one unit: it applies only when no other source names an endpoint.
+        if settings.cache.is_none() && settings.executor.is_none() {
+            if let Some(running) = crate::up::running_endpoints(project)? {
+                settings = RemoteSettings::layered(&[settings, running]);
+            }
+        }
         if let Some(ca) = &settings.tls_ca {
             if !ca.is_file() {
                 bail!("the TLS CA certificate {} does not exist (or is not a file)", ca.display());
@@ -165,53 +175,76 @@ impl RemoteSettings {
     }
 }
 
-/// Resolved, validated remote settings.
+/// Resolved, validated remote settings: a cache, and an executor when one is configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remote {
     pub cache: Endpoint,
-    pub executor: Endpoint,
+    pub executor: Option<Endpoint>,
     pub instance_name: Option<String>,
     pub tls_ca: Option<PathBuf>,
 }
 
+const WHERE_ENDPOINTS_COME_FROM: &str = "set LRE_REMOTE_EXECUTOR / LRE_REMOTE_CACHE, add them to [remote] in \
+     lre/toolchains.toml, or start NativeLink here with `cargo xtask up`";
+
 impl Remote {
     pub fn from_settings(settings: &RemoteSettings) -> Result<Remote> {
-        let executor = settings.executor.as_deref().context(
-            "no remote executor is configured: pass --remote-executor grpc://HOST:PORT, set LRE_REMOTE_EXECUTOR, \
-             or add `executor` to [remote] in lre/toolchains.toml",
-        )?;
-        let executor = Endpoint::parse(executor).context("the remote executor")?;
+        let executor = settings.executor.as_deref().map(Endpoint::parse).transpose().context("the remote executor")?;
         // A NativeLink scheduler usually serves the cache as well.
-        let cache = match settings.cache.as_deref() {
-            Some(cache) => Endpoint::parse(cache).context("the remote cache")?,
-            None => executor.clone(),
+        let cache = match (settings.cache.as_deref(), &executor) {
+            (Some(cache), _) => Endpoint::parse(cache).context("the remote cache")?,
+            (None, Some(executor)) => executor.clone(),
+            (None, None) => bail!(
+                "no remote endpoint is configured: pass --remote-executor/--remote-cache grpc://HOST:PORT, \
+                 {WHERE_ENDPOINTS_COME_FROM}"
+            ),
         };
         Ok(Remote { cache, executor, instance_name: settings.instance_name.clone(), tls_ca: settings.tls_ca.clone() })
     }
 
-    /// The Bazel flags that switch a `--config=lre` build to remote execution.
-    pub fn bazel_flags(&self) -> Vec<String> {
-        let mut flags = vec![
-            format!("--remote_cache={}", self.cache.url()),
-            format!("--remote_executor={}", self.executor.url()),
-        ];
+    /// The executor, which remote execution cannot do without.
+    pub fn require_executor(&self) -> Result<&Endpoint> {
+        self.executor.as_ref().with_context(|| {
+            format!(
+                "no remote executor is configured (only the cache {}): pass --remote-executor grpc://HOST:PORT, \
+                 {WHERE_ENDPOINTS_COME_FROM}",
+                self.cache.url()
+            )
+        })
+    }
+
+    /// The Bazel flags that read and write the remote cache.
+    pub fn cache_flags(&self) -> Vec<String> {
+        let mut flags = vec![format!("--remote_cache={}", self.cache.url())];
         if let Some(name) = &self.instance_name {
             flags.push(format!("--remote_instance_name={name}"));
         }
         if let Some(ca) = &self.tls_ca {
             flags.push(format!("--tls_certificate={}", ca.display()));
         }
-        flags.push("--strategy_regexp=.*=remote".to_owned());
         flags
     }
 
-    /// Preflights the executor and, if it is elsewhere, the cache.
+    /// The Bazel flags that put every action on the executor (none without one).
+    pub fn execution_flags(&self) -> Vec<String> {
+        let Some(executor) = &self.executor else { return Vec::new() };
+        vec![
+            format!("--remote_executor={}", executor.url()),
+            // `--spawn_strategy` reaches test actions too, which `--strategy_regexp` alone does
+            // not (Bazel 4 runs them locally); the regexp overrides per-mnemonic `--strategy`
+            // lines a user's bazelrc may carry.
+            "--spawn_strategy=remote".to_owned(),
+            "--strategy_regexp=.*=remote".to_owned(),
+        ]
+    }
+
+    /// Checks the cache and, if it is elsewhere, the executor.
     pub fn preflight(&self) -> Result<()> {
-        preflight("remote executor", &self.executor, PREFLIGHT_DEADLINE)?;
-        if self.cache != self.executor {
-            preflight("remote cache", &self.cache, PREFLIGHT_DEADLINE)?;
+        preflight("remote cache", &self.cache, PREFLIGHT_DEADLINE)?;
+        match &self.executor {
+            Some(executor) if *executor != self.cache => preflight("remote executor", executor, PREFLIGHT_DEADLINE),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -229,7 +262,15 @@ mod tests {
         assert_eq!((tls.scheme, tls.port), (Scheme::Grpcs, 443));
         let v6 = Endpoint::parse("grpc://[::1]:50052").unwrap();
         assert_eq!((v6.host.as_str(), v6.url()), ("::1", "grpc://[::1]:50052".to_owned()));
-        for bad in ["http://127.0.0.1:50051", "grpc://127.0.0.1", "grpc://:50051", "grpc://host:0", "grpc://host:70000", "127.0.0.1:50051", "grpc://[::1:5"] {
+        for bad in [
+            "http://127.0.0.1:50051",
+            "grpc://127.0.0.1",
+            "grpc://:50051",
+            "grpc://host:0",
+            "grpc://host:70000",
+            "127.0.0.1:50051",
+            "grpc://[::1:5",
+        ] {
             let err = Endpoint::parse(bad).unwrap_err().to_string();
             assert!(err.contains("malformed endpoint") && err.contains("grpc://HOST:PORT"), "{bad}: {err}");
         }
@@ -238,8 +279,16 @@ mod tests {
     #[test]
     fn settings_layer_by_field() {
         let flags = RemoteSettings { executor: Some("grpc://a:1".into()), ..Default::default() };
-        let env = RemoteSettings { executor: Some("grpc://b:2".into()), cache: Some("grpc://c:3".into()), ..Default::default() };
-        let manifest = RemoteSettings { instance_name: Some("main".into()), cache: Some("grpc://d:4".into()), ..Default::default() };
+        let env = RemoteSettings {
+            executor: Some("grpc://b:2".into()),
+            cache: Some("grpc://c:3".into()),
+            ..Default::default()
+        };
+        let manifest = RemoteSettings {
+            instance_name: Some("main".into()),
+            cache: Some("grpc://d:4".into()),
+            ..Default::default()
+        };
         let merged = RemoteSettings::layered(&[flags, env, manifest]);
         assert_eq!(merged.executor.as_deref(), Some("grpc://a:1"));
         assert_eq!(merged.cache.as_deref(), Some("grpc://c:3"));
@@ -247,28 +296,40 @@ mod tests {
     }
 
     #[test]
-    fn bazel_flags_switch_everything_to_remote() {
+    fn flags_switch_every_action_to_the_executor() {
         let remote = Remote::from_settings(&RemoteSettings {
             executor: Some("grpc://127.0.0.1:50052".into()),
             instance_name: Some("main".into()),
             ..Default::default()
         })
         .unwrap();
+        assert_eq!(remote.cache_flags(), ["--remote_cache=grpc://127.0.0.1:50052", "--remote_instance_name=main"]);
         assert_eq!(
-            remote.bazel_flags(),
-            [
-                "--remote_cache=grpc://127.0.0.1:50052",
-                "--remote_executor=grpc://127.0.0.1:50052",
-                "--remote_instance_name=main",
-                "--strategy_regexp=.*=remote"
-            ]
+            remote.execution_flags(),
+            ["--remote_executor=grpc://127.0.0.1:50052", "--spawn_strategy=remote", "--strategy_regexp=.*=remote"]
         );
     }
 
     #[test]
-    fn a_missing_executor_is_refused() {
+    fn a_cache_alone_gives_no_execution_flags_and_no_executor() {
+        let remote = Remote::from_settings(&RemoteSettings {
+            cache: Some("grpcs://cache.example:443".into()),
+            tls_ca: Some("/etc/ca.pem".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(remote.cache_flags(), ["--remote_cache=grpcs://cache.example:443", "--tls_certificate=/etc/ca.pem"]);
+        assert!(remote.execution_flags().is_empty());
+        let err = remote.require_executor().unwrap_err().to_string();
+        assert!(err.contains("only the cache grpcs://cache.example:443") && err.contains("cargo xtask up"), "{err}");
+    }
+
+    #[test]
+    fn no_endpoint_at_all_is_refused_with_every_way_to_give_one() {
         let err = Remote::from_settings(&RemoteSettings::default()).unwrap_err().to_string();
-        assert!(err.contains("LRE_REMOTE_EXECUTOR"), "{err}");
+        for way in ["--remote-executor", "LRE_REMOTE_EXECUTOR", "[remote]", "cargo xtask up"] {
+            assert!(err.contains(way), "{way} missing from: {err}");
+        }
     }
 
     fn free_port() -> u16 {

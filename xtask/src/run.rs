@@ -17,10 +17,12 @@ pub fn run(project: &Project, target: &str, bazel_args: &[String], install_missi
 /// checked before Bazel starts.
 pub fn run_remote(project: &Project, target: &str, bazel_args: &[String], flags: RemoteSettings) -> Result<()> {
     let remote = Remote::from_settings(&RemoteSettings::resolve(project, flags)?)?;
+    remote.require_executor()?;
     remote.preflight()?;
     prereqs::ensure(&[&prereqs::BAZEL], false)?;
     ensure_fresh(project)?;
-    bazel::run(project, &run_args(&remote.bazel_flags(), bazel_args, target))
+    let ours = [remote.cache_flags(), remote.execution_flags()].concat();
+    bazel::run(project, &run_args(&ours, bazel_args, target))
 }
 
 /// `run --config=lre <ours> <the user's> <target>`.
@@ -32,7 +34,7 @@ fn run_args(ours: &[String], bazel_args: &[String], target: &str) -> Vec<String>
     args
 }
 
-fn ensure_fresh(project: &Project) -> Result<()> {
+pub fn ensure_fresh(project: &Project) -> Result<()> {
     let problems = generate::is_fresh(project)?;
     if !problems.is_empty() {
         bail!(
@@ -49,5 +51,11 @@ pub fn cargo_test(project: &Project) -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(&project.root);
     cmd!(sh, "cargo test --workspace --locked").run()?;
+    if std::env::var_os(crate::up::NATIVELINK_VARIABLE).is_none_or(|v| v.is_empty()) {
+        println!(
+            "NOT RUN: real remote execution on NativeLink (xtask/tests/nativelink.rs): set {}=/path/to/nativelink to run it",
+            crate::up::NATIVELINK_VARIABLE
+        );
+    }
     Ok(())
 }

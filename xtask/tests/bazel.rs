@@ -32,15 +32,23 @@ fn build_test_and_run_examples(root: &Path) -> String {
         run.stderr
     );
 
-    let test = xtask(root, &["bazel", "test", "--config=lre", "//examples/..."]).expect_success("bazel test //examples/...");
+    let test =
+        xtask(root, &["bazel", "test", "--config=lre", "//examples/..."]).expect_success("bazel test //examples/...");
     for target in ["//examples/greeting:greeting_test", "//examples/java:hello_test"] {
         assert!(passed(&test.stdout, target), "{target} did not pass:\n{}", test.stdout);
     }
     assert!(test.stdout.contains("2 tests pass"), "{}", test.stdout);
 
-    let java = xtask(root, &["bazel", "run", "--config=lre", "//examples/java:java_version"]).expect_success("java -version");
-    assert!(java.stdout.contains("openjdk version \"17") || java.stderr.contains("openjdk version \"17"), "{}{}", java.stdout, java.stderr);
-    let hello = xtask(root, &["bazel", "run", "--config=lre", "//examples/java:hello", "--", "Bazel"]).expect_success("java hello");
+    let java =
+        xtask(root, &["bazel", "run", "--config=lre", "//examples/java:java_version"]).expect_success("java -version");
+    assert!(
+        java.stdout.contains("openjdk version \"17") || java.stderr.contains("openjdk version \"17"),
+        "{}{}",
+        java.stdout,
+        java.stderr
+    );
+    let hello = xtask(root, &["bazel", "run", "--config=lre", "//examples/java:hello", "--", "Bazel"])
+        .expect_success("java hello");
     assert!(hello.stdout.contains("Hello from Bazel!"), "{}", hello.stdout);
 
     comment_section(&root.join("bazel-bin/examples/hello_lre"))
@@ -94,7 +102,13 @@ fn a_downstream_workspace_builds_and_tests_with_the_generated_toolchain() {
     .unwrap();
     let bazel = Bazel::new(dir.path()).expunge_on_drop();
     let test = bazel
-        .run(&["test", "--config=lre", "--toolchain_resolution_debug", "//lib:all", "@local-remote-execution//examples/greeting:all"])
+        .run(&[
+            "test",
+            "--config=lre",
+            "--toolchain_resolution_debug",
+            "//lib:all",
+            "@local-remote-execution//examples/greeting:all",
+        ])
         .expect_success("bazel test in the consumer");
     assert!(passed(&test.stdout, "//lib:checksum_test"), "{}", test.stdout);
     assert!(passed(&test.stdout, "@local-remote-execution//examples/greeting:greeting_test"), "{}", test.stdout);

@@ -13,10 +13,18 @@ fn run_refuses_a_stale_generated_tree_before_starting_bazel() {
     let dir = TempDir::new("run-stale");
     copy_repo(dir.path());
     let rc = dir.path().join("generated/lre.bazelrc");
-    std::fs::write(&rc, std::fs::read_to_string(&rc).unwrap().replace("--define=EXECUTOR=remote", "--define=EXECUTOR=local")).unwrap();
+    std::fs::write(
+        &rc,
+        std::fs::read_to_string(&rc).unwrap().replace("--define=EXECUTOR=remote", "--define=EXECUTOR=local"),
+    )
+    .unwrap();
     let started = Instant::now();
     let run = xtask(dir.path(), &["run"]).expect_failure("run with a stale generated/");
-    assert!(run.stderr.contains("generated/ is stale") && run.stderr.contains("generated/lre.bazelrc is stale"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("generated/ is stale") && run.stderr.contains("generated/lre.bazelrc is stale"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("cargo xtask generate"), "{}", run.stderr);
     assert!(!run.stderr.contains("bazel run"), "Bazel was started:\n{}", run.stderr);
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -28,7 +36,11 @@ fn doctor_reports_versions_staleness_and_impurity() {
     require("bazel");
     let doctor = xtask(&repo_root(), &["doctor"]).expect_success("doctor on the repository");
     for name in ["nix", "container runtime", "bazel", "kubectl", "kind", "skopeo", "nativelink"] {
-        assert!(doctor.stdout.lines().any(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" ").starts_with(name)), "{name} missing from:\n{}", doctor.stdout);
+        assert!(
+            doctor.stdout.lines().any(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" ").starts_with(name)),
+            "{name} missing from:\n{}",
+            doctor.stdout
+        );
     }
     assert!(doctor.stdout.contains("ok   in sync with lre/toolchains.toml"), "{}", doctor.stdout);
     assert!(doctor.stdout.contains("warn lre-cc: impure (host source"), "{}", doctor.stdout);
@@ -40,7 +52,11 @@ fn doctor_reports_versions_staleness_and_impurity() {
     copy_repo(dir.path());
     std::fs::remove_file(dir.path().join("generated/lre-java/BUILD")).unwrap();
     let stale = xtask(dir.path(), &["doctor"]).expect_failure("doctor with a stale generated/");
-    assert!(stale.stdout.contains("FAIL stale") && stale.stdout.contains("generated/lre-java/BUILD is missing"), "{}", stale.stdout);
+    assert!(
+        stale.stdout.contains("FAIL stale") && stale.stdout.contains("generated/lre-java/BUILD is missing"),
+        "{}",
+        stale.stdout
+    );
     assert!(stale.stderr.contains("blocking problems: generated/"), "{}", stale.stderr);
 }
 
@@ -99,17 +115,27 @@ fn a_killed_generate_leaves_the_old_set_or_the_new_set() {
 #[test]
 fn run_remote_refuses_bad_endpoints_quickly_without_starting_bazel() {
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let cases: [(&[&str], &str); 4] = [
+    // A copy: nothing `cargo xtask up` may run in the checkout is a source of endpoints here.
+    let dir = TempDir::new("run-remote-bad");
+    copy_repo(dir.path());
+    let cases: [(&[&str], &str); 5] = [
         (&["--remote-executor", &format!("grpc://127.0.0.1:{closed_port}")], "accepts no connection (tried 127.0.0.1:"),
         (&["--remote-executor", "127.0.0.1:50052"], "malformed endpoint \"127.0.0.1:50052\""),
-        (&["--remote-executor", "grpcs://127.0.0.1:443", "--tls-ca", "/nonexistent/ca.pem"], "/nonexistent/ca.pem does not exist"),
-        (&[], "no remote executor is configured"),
+        (
+            &["--remote-executor", "grpcs://127.0.0.1:443", "--tls-ca", "/nonexistent/ca.pem"],
+            "/nonexistent/ca.pem does not exist",
+        ),
+        (&[], "no remote endpoint is configured"),
+        (
+            &["--remote-cache", "grpc://127.0.0.1:1"],
+            "no remote executor is configured (only the cache grpc://127.0.0.1:1)",
+        ),
     ];
     for (flags, expected) in cases {
         let mut args = vec!["run-remote"];
         args.extend_from_slice(flags);
         let started = Instant::now();
-        let run = xtask(&repo_root(), &args).expect_failure(&args.join(" "));
+        let run = xtask(dir.path(), &args).expect_failure(&args.join(" "));
         assert!(started.elapsed() <= Duration::from_secs(3), "{args:?} took {:?}", started.elapsed());
         assert!(run.stderr.contains(expected), "{args:?}: expected {expected:?} in:\n{}", run.stderr);
         assert!(!run.stderr.contains("bazel run"), "Bazel was started:\n{}", run.stderr);

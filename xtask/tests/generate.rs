@@ -30,7 +30,11 @@ fn an_edited_generated_file_fails_the_check_with_a_diff_and_nothing_is_written()
     let before = snapshot(dir.path());
     let run = xtask(dir.path(), &["generate", "--check"]).expect_failure("--check with an edited file");
     assert!(run.stderr.contains("generated/lre-cc/BUILD is stale"), "{}", run.stderr);
-    assert!(run.stderr.contains("-        \"-Wextra\",") && run.stderr.contains("+        \"-Wall\","), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("-        \"-Wextra\",") && run.stderr.contains("+        \"-Wall\","),
+        "{}",
+        run.stderr
+    );
     assert_eq!(snapshot(dir.path()), before, "--check wrote something");
 
     std::fs::write(dir.path().join("generated/notes.txt"), "mine").unwrap();
@@ -46,7 +50,11 @@ fn a_manifest_edit_without_regenerating_fails_the_check() {
     copy_repo(dir.path());
     write_manifest(dir.path(), &manifest_with("image = \"lre-cc\"", "image = \"lre-cc-next\""));
     let run = xtask(dir.path(), &["generate", "--check"]).expect_failure("--check after a manifest edit");
-    assert!(run.stderr.contains("lre-cc: image is lre-cc-next in the manifest but lre-cc in the facts"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("lre-cc: image is lre-cc-next in the manifest but lre-cc in the facts"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -144,9 +152,11 @@ fn assert_refused(label: &str, manifest: &str, expected: &[&str]) {
 
 #[test]
 fn manifest_errors_name_the_file_line_and_column() {
-    assert_refused("syntax", &manifest_with("[[toolchain]]\nname = \"lre-java\"", "[[toolchain]\nname = \"lre-java\""), &[
-        "lre/toolchains.toml:",
-    ]);
+    assert_refused(
+        "syntax",
+        &manifest_with("[[toolchain]]\nname = \"lre-java\"", "[[toolchain]\nname = \"lre-java\""),
+        &["lre/toolchains.toml:"],
+    );
     let text = manifest_with("kind = \"java\"", "kind = \"jvm\"");
     let line = text.lines().position(|l| l == "kind = \"jvm\"").unwrap() + 1;
     assert_refused("type", &text, &[&format!("lre/toolchains.toml:{line}:8"), "jvm"]);
@@ -158,26 +168,39 @@ fn unknown_toolchain_names_are_refused() {
     copy_repo(dir.path());
     let before = snapshot(dir.path());
     let run = xtask(dir.path(), &["generate", "--only", "lre-go"]).expect_failure("--only lre-go");
-    assert!(run.stderr.contains("unknown toolchain \"lre-go\"") && run.stderr.contains("lre-cc, lre-java"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("unknown toolchain \"lre-go\"") && run.stderr.contains("lre-cc, lre-java"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(snapshot(dir.path()), before);
 }
 
 #[test]
 fn a_missing_or_unusable_compiler_is_refused() {
-    assert_refused("missing-cc", &manifest_with("CC = \"gcc\"", "CC = \"gcc-does-not-exist\""), &[
-        "CC=gcc-does-not-exist is not on the toolchain's PATH (/usr/bin:/bin)",
-        "Nothing was written",
-    ]);
+    assert_refused(
+        "missing-cc",
+        &manifest_with("CC = \"gcc\"", "CC = \"gcc-does-not-exist\""),
+        &["CC=gcc-does-not-exist is not on the toolchain's PATH (/usr/bin:/bin)", "Nothing was written"],
+    );
     let files = TempDir::new("not-executable-bin");
     let plain_file = files.path().join("cc");
     std::fs::write(&plain_file, "not a compiler").unwrap();
-    std::fs::set_permissions(&plain_file, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644)).unwrap();
-    assert_refused("not-executable-cc", &manifest_with("CC = \"gcc\"", &format!("CC = \"{}\"", plain_file.display())), &[
-        &format!("CC={} is not an executable file", plain_file.display()),
-    ]);
-    assert_refused("missing-jdk", &manifest_with("/usr/lib/jvm/java-17-openjdk-amd64", "/usr/lib/jvm/no-such-jdk"), &[
-        "JAVA_HOME=/usr/lib/jvm/no-such-jdk/bin/java does not exist",
-    ]);
+    std::fs::set_permissions(
+        &plain_file,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+    )
+    .unwrap();
+    assert_refused(
+        "not-executable-cc",
+        &manifest_with("CC = \"gcc\"", &format!("CC = \"{}\"", plain_file.display())),
+        &[&format!("CC={} is not an executable file", plain_file.display())],
+    );
+    assert_refused(
+        "missing-jdk",
+        &manifest_with("/usr/lib/jvm/java-17-openjdk-amd64", "/usr/lib/jvm/no-such-jdk"),
+        &["JAVA_HOME=/usr/lib/jvm/no-such-jdk/bin/java does not exist"],
+    );
 }
 
 #[test]
@@ -185,19 +208,28 @@ fn a_failing_probe_shows_its_command_and_stderr() {
     let scripts = TempDir::new("failing-compiler-bin");
     let compiler = scripts.path().join("broken-cc");
     std::fs::write(&compiler, "#!/bin/sh\necho \"broken-cc: cannot find cc1 for $1\" >&2\nexit 3\n").unwrap();
-    std::fs::set_permissions(&compiler, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755)).unwrap();
-    assert_refused("failing-cc", &manifest_with("CC = \"gcc\"", &format!("CC = \"{}\"", compiler.display())), &[
-        &format!("`{} -E -dM ", compiler.display()),
-        "failed in the toolchain's environment (PATH=/usr/bin:/bin)",
-        "broken-cc: cannot find cc1 for -E",
-        "probing toolchain lre-cc",
-    ]);
+    std::fs::set_permissions(&compiler, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755))
+        .unwrap();
+    assert_refused(
+        "failing-cc",
+        &manifest_with("CC = \"gcc\"", &format!("CC = \"{}\"", compiler.display())),
+        &[
+            &format!("`{} -E -dM ", compiler.display()),
+            "failed in the toolchain's environment (PATH=/usr/bin:/bin)",
+            "broken-cc: cannot find cc1 for -E",
+            "probing toolchain lre-cc",
+        ],
+    );
 }
 
 #[test]
 fn a_nix_toolchain_without_nix_says_what_to_do() {
-    assert_refused("nix-source", &manifest_with("source = \"host\"\nenv = { PATH = \"/usr/bin:/bin\", CC", "source = \"nix\"\nenv = { PATH = \"/usr/bin:/bin\", CC"), &[
-        "source = \"nix\"",
-        "set source = \"host\"",
-    ]);
+    assert_refused(
+        "nix-source",
+        &manifest_with(
+            "source = \"host\"\nenv = { PATH = \"/usr/bin:/bin\", CC",
+            "source = \"nix\"\nenv = { PATH = \"/usr/bin:/bin\", CC",
+        ),
+        &["source = \"nix\"", "set source = \"host\""],
+    );
 }

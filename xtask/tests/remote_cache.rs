@@ -32,7 +32,8 @@ fn a_second_output_base_and_a_second_checkout_hit_the_remote_cache_for_every_act
         ("a second checkout at another path", Bazel::new(second.path()).expunge_on_drop()),
     ] {
         let summary = process_summary(&bazel.run(&build).expect_success(label).stderr);
-        let not_hits: Vec<_> = summary.iter().filter(|(kind, _)| *kind != "internal" && *kind != "remote cache hit").collect();
+        let not_hits: Vec<_> =
+            summary.iter().filter(|(kind, _)| *kind != "internal" && *kind != "remote cache hit").collect();
         assert!(not_hits.is_empty(), "{label}: actions that missed the cache: {summary:?}");
         assert_eq!(summary.get("remote cache hit"), Some(&executed), "{label}: {summary:?}");
     }
@@ -65,9 +66,14 @@ fn parity_reports_bazels_own_hit_rate_and_names_an_environment_difference() {
     let run = xtask(dir.path(), &args).expect_failure("parity with a different environment");
     let summary = process_summary(&run.stderr);
     assert_eq!(summary.get("remote cache hit"), None, "{summary:?}");
-    assert!(run.stdout.contains(&format!("second build: 0 of {actions} actions were remote cache hits (0.0 %)")), "{}", run.stdout);
     assert!(
-        run.stdout.contains(&format!("causes of the misses:\n  environment variable LRE_PARITY_PROBE: {actions} action(s)")),
+        run.stdout.contains(&format!("second build: 0 of {actions} actions were remote cache hits (0.0 %)")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains(&format!("causes of the misses:\n  environment variable LRE_PARITY_PROBE: {actions} action(s)")),
         "{}",
         run.stdout
     );

@@ -74,7 +74,8 @@ pub fn probe(prober: &Prober) -> Result<CcFacts> {
     let (cxxopts, linkopts, linklibs) = (&cxx_options, &link_options, &link_libs);
     std::thread::scope(|s| {
         // The longest chain (compile, link, run) starts first.
-        let link_flags = s.spawn(move || link_and_run(prober, compiler, &inputs.cxx_program, cxxopts, linkopts, linklibs));
+        let link_flags =
+            s.spawn(move || link_and_run(prober, compiler, &inputs.cxx_program, cxxopts, linkopts, linklibs));
         // Predefined macros (stdout) with the target and the C search list (-v, stderr).
         let c = s.spawn(move || prober.run_ok(compiler, &["-E", "-dM", "-v", &inputs.features_c]));
         let cxx = s.spawn(move || prober.run_ok(compiler, &["-E", "-v", "-x", "c++", "/dev/null"]));
@@ -82,7 +83,10 @@ pub fn probe(prober: &Prober) -> Result<CcFacts> {
         // own headers through the path it was invoked by (clang's resource directory, say), and
         // that spelling is the one dependency files use.
         let uncanonical = s.spawn(move || {
-            prober.run(compiler, &["-no-canonical-prefixes", "-E", "-v", "-x", "c", "/dev/null", "-x", "c++", "/dev/null"])
+            prober.run(
+                compiler,
+                &["-no-canonical-prefixes", "-E", "-v", "-x", "c", "/dev/null", "-x", "c++", "/dev/null"],
+            )
         });
         let tools = s.spawn(move || find_tools(prober, compiler));
         let compile_flags = s.spawn(move || accepted_compile_flags(prober, compiler, &inputs.empty_c));
@@ -266,9 +270,7 @@ fn link_and_run(
     let object = prober.scratch_file("probe.o").display().to_string();
     let mut compile: Vec<&str> = cxx_options.iter().map(String::as_str).collect();
     compile.extend(["-c", source, "-o", &object]);
-    prober
-        .run_ok(compiler, &compile)
-        .context("the toolchain cannot compile a C++ program with its BAZEL_CXXOPTS")?;
+    prober.run_ok(compiler, &compile).context("the toolchain cannot compile a C++ program with its BAZEL_CXXOPTS")?;
 
     // Every link attempt: its flags, its binary, and whether it linked.
     let attempts: std::cell::RefCell<Vec<(Vec<String>, String, bool)>> = Default::default();
@@ -358,11 +360,7 @@ End of search list.\n \
         assert_eq!(verbose.search_lists.len(), 2);
         assert_eq!(
             verbose.search_lists[1],
-            vec![
-                "/usr/include/c++/12",
-                "/usr/lib/gcc/x86_64-linux-gnu/12/include",
-                "/usr/include",
-            ]
+            vec!["/usr/include/c++/12", "/usr/lib/gcc/x86_64-linux-gnu/12/include", "/usr/include",]
         );
     }
 

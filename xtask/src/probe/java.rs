@@ -18,10 +18,7 @@ pub fn probe(prober: &Prober) -> Result<JavaFacts> {
 }
 
 pub fn parse_properties(settings: &str) -> Result<JavaFacts> {
-    let properties: BTreeMap<&str, &str> = settings
-        .lines()
-        .filter_map(|line| line.trim().split_once(" = "))
-        .collect();
+    let properties: BTreeMap<&str, &str> = settings.lines().filter_map(|line| line.trim().split_once(" = ")).collect();
     let property = |name: &str| -> Result<String> {
         properties.get(name).map(|v| v.to_string()).with_context(|| format!("the JDK did not report {name}"))
     };

@@ -22,7 +22,8 @@ pub fn probe(toolchain: &Toolchain, env: &ToolchainEnv) -> Result<Probed> {
         Kind::Cc => cc::probe(&prober).map(|cc| Probed::Cc(Box::new(cc))),
         Kind::Java => java::probe(&prober).map(Probed::Java),
     };
-    probed.with_context(|| format!("probing toolchain {} ({} from {})", toolchain.name, toolchain.kind, toolchain.source))
+    probed
+        .with_context(|| format!("probing toolchain {} ({} from {})", toolchain.name, toolchain.kind, toolchain.source))
 }
 
 /// Runs programs with exactly the toolchain's environment (plus `LC_ALL=C` for parseable output).

@@ -34,8 +34,17 @@ impl Drop for TempDir {
 }
 
 /// The parts of the repository a Bazel build or `generate` reads.
-const REPOSITORY_ENTRIES: &[&str] =
-    &[".bazelignore", ".bazelrc", "BUILD.bazel", "MODULE.bazel", "WORKSPACE", "examples", "generated", "lre", "third_party"];
+const REPOSITORY_ENTRIES: &[&str] = &[
+    ".bazelignore",
+    ".bazelrc",
+    "BUILD.bazel",
+    "MODULE.bazel",
+    "WORKSPACE",
+    "examples",
+    "generated",
+    "lre",
+    "third_party",
+];
 
 /// Copies the repository's Bazel workspace and generator inputs into `dest`.
 pub fn copy_repo(dest: &Path) {
@@ -86,7 +95,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(output: Output) -> Run {
+    pub fn from_output(output: Output) -> Run {
         Run {
             success: output.status.success(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -113,7 +122,7 @@ pub fn xtask(root: &Path, args: &[&str]) -> Run {
         .args(args)
         .output()
         .expect("the xtask binary runs");
-    Run::from(output)
+    Run::from_output(output)
 }
 
 /// Replaces the manifest of the repository copy at `root`.
@@ -174,7 +183,7 @@ impl Bazel {
             .args(args)
             .output()
             .expect("bazel runs");
-        Run::from(output)
+        Run::from_output(output)
     }
 }
 
@@ -183,7 +192,8 @@ impl Drop for Bazel {
         let command = if self.expunge { ["clean", "--expunge"].as_slice() } else { ["shutdown"].as_slice() };
         let _ = Command::new(&self.program).current_dir(&self.workspace).args(&self.startup).args(command).output();
         if self.expunge {
-            let _ = Command::new(&self.program).current_dir(&self.workspace).args(&self.startup).arg("shutdown").output();
+            let _ =
+                Command::new(&self.program).current_dir(&self.workspace).args(&self.startup).arg("shutdown").output();
         }
     }
 }
@@ -191,6 +201,19 @@ impl Drop for Bazel {
 /// A free TCP port on the loopback interface.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The first of `count` consecutive free loopback ports.
+pub fn free_port_block(count: u16) -> u16 {
+    for _ in 0..100 {
+        let base = free_port();
+        if base.checked_add(count).is_some()
+            && (1..count).all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok())
+        {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free loopback ports");
 }
 
 /// A real REAPI server: BuildGrid with a disk CAS and an action cache (no workers), on a free
@@ -251,7 +274,7 @@ pub fn process_summary(bazel_stderr: &str) -> BTreeMap<String, u64> {
     let line = bazel_stderr
         .lines()
         .filter_map(|line| line.strip_prefix("INFO: "))
-        .rfind(|line| line.contains(" processes: ") || line.ends_with(" processes."))
+        .rfind(|line| [" processes: ", " process: "].iter().any(|p| line.contains(p)) || line.ends_with(" processes."))
         .unwrap_or_else(|| panic!("no process summary in:\n{bazel_stderr}"));
     let Some((_, kinds)) = line.split_once(": ") else { return BTreeMap::new() };
     kinds
