@@ -62,7 +62,16 @@ impl Identity {
     /// The identity of the running process `pid`.
     pub fn of(pid: u32) -> Result<Identity> {
         let (_, start_time) = stat(pid).with_context(|| format!("process {pid} is not running"))?;
-        let argv = cmdline(pid).with_context(|| format!("cannot read the command line of process {pid}"))?;
+        // A process in the middle of exec briefly shows an empty command line.
+        let mut attempts = 0;
+        let argv = loop {
+            let argv = cmdline(pid).with_context(|| format!("cannot read the command line of process {pid}"))?;
+            attempts += 1;
+            if !argv.is_empty() || attempts == 100 {
+                break argv;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
         Ok(Identity { pid, start_time, argv })
     }
 
@@ -77,7 +86,9 @@ impl Identity {
                 }
             }
             Some(_) => Liveness::Replaced(
-                cmdline(self.pid).map_or_else(|| "an unknown program".to_owned(), |argv| argv.join(" ")),
+                cmdline(self.pid)
+                    .filter(|argv| !argv.is_empty())
+                    .map_or_else(|| "an unknown program".to_owned(), |argv| argv.join(" ")),
             ),
         }
     }
