@@ -43,6 +43,14 @@ commands:
         stop exactly the processes `up` started (their data stays for the next `up`)
   status
         show what `up` started, whether it still runs, and the endpoints; fails if something stopped
+  cluster up|down
+        a local kind cluster `lre` with a registry on localhost:5001 (bound to 127.0.0.1); down also
+        stops deploy's port-forwards
+  deploy [--dry-run] [--image NAME=oci:DIR|NAME=docker-archive:FILE]... [--timeout SECONDS]
+        render kubernetes/ with `kubectl kustomize`, check it against the facts, push every image
+        it runs (from the flake's copyTo unless --image names a source), apply it, wait for every
+        rollout, and port-forward the CAS and scheduler to 127.0.0.1; --dry-run checks and prints
+        the plan only
   bazel BAZEL_ARGS...
         run Bazel in this repository (with this machine's offline overrides, if any)
   doctor
@@ -63,6 +71,9 @@ pub enum Command {
     RunRemote { target: String, bazel_args: Vec<String>, settings: RemoteSettings },
     Parity(parity::Options),
     Up(UpOptions),
+    ClusterUp,
+    ClusterDown,
+    Deploy(crate::cluster::DeployOptions),
     Down,
     Status,
     Bazel(Vec<String>),
@@ -209,6 +220,37 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
                 }
             }
             Command::Up(options)
+        }
+        "cluster" => match rest.as_slice() {
+            [what] if what == "up" => Command::ClusterUp,
+            [what] if what == "down" => Command::ClusterDown,
+            _ => bail!("cluster: say `cluster up` or `cluster down`"),
+        },
+        "deploy" => {
+            let mut options = crate::cluster::DeployOptions {
+                dry_run: false,
+                images: Vec::new(),
+                timeout: std::time::Duration::from_secs(300),
+            };
+            let mut rest = rest.into_iter();
+            while let Some(arg) = rest.next() {
+                match arg.as_str() {
+                    "--dry-run" => options.dry_run = true,
+                    "--image" => {
+                        let text = rest.next().context("deploy: --image needs NAME=SOURCE")?;
+                        options.images.push(crate::cluster::parse_image_source(&text)?);
+                    }
+                    "--timeout" => {
+                        let text = rest.next().context("deploy: --timeout needs seconds")?;
+                        let seconds: u64 = text
+                            .parse()
+                            .with_context(|| format!("deploy: --timeout {text:?} is not a number of seconds"))?;
+                        options.timeout = std::time::Duration::from_secs(seconds);
+                    }
+                    other => bail!("deploy: unknown option {other:?}\n\n{USAGE}"),
+                }
+            }
+            Command::Deploy(options)
         }
         "down" => {
             no_more("down", &rest)?;
@@ -377,6 +419,10 @@ mod tests {
 
     #[test]
     fn unknown_commands_show_usage() {
+        assert!(parse_str("deploy --image x").unwrap_err().to_string().contains("NAME=oci:DIR"));
+        assert!(matches!(parse_str("deploy --dry-run").unwrap().command, Command::Deploy(ref o) if o.dry_run));
+        assert_eq!(parse_str("cluster up").unwrap().command, Command::ClusterUp);
+        assert!(parse_str("cluster sideways").is_err());
         assert!(parse_str("deploy-everything").unwrap_err().to_string().contains("commands:"));
         assert_eq!(parse_str("").unwrap().command, Command::Help);
     }

@@ -6,11 +6,13 @@
 pub mod bazel;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod doctor;
 pub mod environment;
 pub mod facts;
 pub mod fsx;
 pub mod generate;
+pub mod kubernetes;
 pub mod lint;
 pub mod manifest;
 pub mod nativelink;

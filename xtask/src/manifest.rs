@@ -150,10 +150,15 @@ impl Manifest {
                     at(entry.name.span())
                 );
             }
-            if name == "config" || name == "image" || name.ends_with("-image") || name.ends_with("-toolchain") {
+            if name == "config"
+                || name == "image"
+                || name == "kubernetes"
+                || name.ends_with("-image")
+                || name.ends_with("-toolchain")
+            {
                 bail!(
-                    "{}: toolchain name {name:?} is reserved: `config`, `image` and names ending in `-image` or `-toolchain` \
-                     collide with generated Bazel targets; choose another name",
+                    "{}: toolchain name {name:?} is reserved: `config`, `image`, `kubernetes` and names ending in `-image` or `-toolchain` \
+                     collide with generated Bazel targets and directories; choose another name",
                     at(entry.name.span())
                 );
             }
@@ -311,7 +316,7 @@ source = "nix"
 
     #[test]
     fn names_that_collide_with_generated_targets_are_refused() {
-        for reserved in ["config", "image", "lre-cc-image", "lre-cc-toolchain"] {
+        for reserved in ["config", "image", "kubernetes", "lre-cc-image", "lre-cc-toolchain"] {
             let err = error_of(&GOOD.replace("name = \"lre-java\"", &format!("name = \"{reserved}\"")));
             assert!(err.starts_with("lre/toolchains.toml:13:8") && err.contains("reserved"), "{err}");
         }

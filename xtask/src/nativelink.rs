@@ -37,6 +37,15 @@ pub struct Topology {
     pub instance_name: String,
     /// Absolute directory under which every process keeps its stores and work directories.
     pub data_dir: String,
+    /// A second, TLS listener of the cache.
+    pub cache_tls: Option<TlsListener>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListener {
+    pub listen: String,
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 /// What one NativeLink process is for.
@@ -113,14 +122,17 @@ fn cache(topology: &Topology) -> Value {
     cas["name"] = json!(CAS_STORE);
     let mut ac = filesystem_store(topology, "ac", 500_000_000);
     ac["name"] = json!(AC_STORE);
-    json!({
-        "stores": [cas, ac],
-        "servers": [{
-            "name": "cache",
-            "listener": listener(&topology.cache_listen),
-            "services": cache_services(&topology.instance_name),
-        }],
-    })
+    let mut servers = vec![json!({
+        "name": "cache",
+        "listener": listener(&topology.cache_listen),
+        "services": cache_services(&topology.instance_name),
+    })];
+    if let Some(tls) = &topology.cache_tls {
+        let mut tls_listener = listener(&tls.listen);
+        tls_listener["http"]["tls"] = json!({ "cert_file": tls.cert_file, "key_file": tls.key_file });
+        servers.push(json!({ "name": "cache-tls", "listener": tls_listener, "services": cache_services(&topology.instance_name) }));
+    }
+    json!({ "stores": [cas, ac], "servers": servers })
 }
 
 fn scheduler(facts: &Facts, topology: &Topology) -> Value {
@@ -202,6 +214,7 @@ mod tests {
             worker_api_url: "grpc://127.0.0.1:50053".into(),
             instance_name: "main".into(),
             data_dir: "/repo/.lre/up/data".into(),
+            cache_tls: None,
         }
     }
 
@@ -250,6 +263,23 @@ mod tests {
         assert_eq!(cc, "docker://lre-cc:0123abcd");
         let matching = &processes[1].config["schedulers"][0]["simple"]["supported_platform_properties"];
         assert_eq!(matching, &json!({ "OSFamily": "exact", "container-image": "exact" }));
+    }
+
+    #[test]
+    fn a_tls_listener_serves_the_same_cache() {
+        let tls = TlsListener {
+            listen: "0.0.0.0:50071".into(),
+            cert_file: "/tls/tls.crt".into(),
+            key_file: "/tls/tls.key".into(),
+        };
+        let topology = Topology { cache_tls: Some(tls), ..topology() };
+        let cache = &render(&crate::facts::sample("7.4.1"), &topology)[0].config;
+        assert_eq!(server_addresses(cache), ["127.0.0.1:50051", "0.0.0.0:50071"]);
+        assert_eq!(
+            cache["servers"][1]["listener"]["http"]["tls"],
+            json!({ "cert_file": "/tls/tls.crt", "key_file": "/tls/tls.key" })
+        );
+        assert_eq!(cache["servers"][1]["services"], cache["servers"][0]["services"]);
     }
 
     /// Every string value stored under `key`, anywhere in `value`.

@@ -143,7 +143,7 @@ impl RemoteSettings {
 
     /// The settings in force: `flags`, then the environment, then the manifest's `[remote]`
     /// table (a relative `tls_ca` there is relative to the repository), then what `cargo xtask up`
-    /// runs. A CA file must exist.
+    /// runs, then the Kubernetes example `cargo xtask deploy` deployed. A CA file must exist.
     pub fn resolve(project: &crate::Project, flags: RemoteSettings) -> Result<RemoteSettings> {
         let manifest = crate::manifest::Manifest::load(&project.manifest_path())?;
         let mut from_manifest = manifest.remote;
@@ -153,6 +153,8 @@ impl RemoteSettings {
         if settings.cache.is_none() && settings.executor.is_none() {
             if let Some(running) = crate::up::running_endpoints(project)? {
                 settings = RemoteSettings::layered(&[settings, running]);
+            } else if let Some(deployed) = crate::cluster::cluster_endpoints(project)? {
+                settings = RemoteSettings::layered(&[settings, deployed]);
             }
         }
         if let Some(ca) = &settings.tls_ca {

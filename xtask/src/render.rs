@@ -67,6 +67,7 @@ pub fn render(facts: &Facts) -> Result<BTreeMap<String, String>> {
     }
     files.insert("config/BUILD".to_owned(), render_config(facts, &api)?);
     files.insert("lre.bazelrc".to_owned(), render_bazelrc(facts, &api));
+    files.extend(crate::kubernetes::render(facts));
     Ok(files)
 }
 
@@ -307,9 +308,31 @@ mod tests {
     fn renders_the_whole_set_with_headers() {
         let files = rendered("7.4.1");
         let names: Vec<&str> = files.keys().map(String::as_str).collect();
-        assert_eq!(names, ["config/BUILD", "lre-cc/BUILD", "lre-java/BUILD", "lre.bazelrc", "lre.lock.json"]);
+        assert_eq!(
+            names,
+            [
+                "config/BUILD",
+                "kubernetes/cas-config.json",
+                "kubernetes/kustomization.yaml",
+                "kubernetes/scheduler-config.json",
+                "kubernetes/worker-lre-cc-config.json",
+                "kubernetes/worker-lre-cc.json",
+                "kubernetes/worker-lre-java-config.json",
+                "kubernetes/worker-lre-java.json",
+                "lre-cc/BUILD",
+                "lre-java/BUILD",
+                "lre.bazelrc",
+                "lre.lock.json"
+            ]
+        );
         for (name, text) in &files {
-            if name != "lre.lock.json" {
+            // JSON has no comments: the Kubernetes objects say who generates them in an annotation.
+            if name.ends_with(".json") && name.starts_with("kubernetes/") {
+                assert!(
+                    text.contains("\"lre.nativelink.dev/generated-by\": \"cargo xtask generate"),
+                    "{name} lacks the annotation"
+                );
+            } else if name != "lre.lock.json" {
                 assert!(text.starts_with(HEADER), "{name} lacks the header");
             }
         }

@@ -219,6 +219,7 @@ fn topology(options: &UpOptions, data_dir: &Path) -> Result<Topology> {
         worker_api_url: client_url(options.bind, worker_api),
         instance_name: options.instance_name.clone(),
         data_dir: data_dir.to_owned(),
+        cache_tls: None,
     })
 }
 

@@ -42,6 +42,7 @@ const REPOSITORY_ENTRIES: &[&str] = &[
     "WORKSPACE",
     "examples",
     "generated",
+    "kubernetes",
     "lre",
     "third_party",
 ];
