@@ -62,17 +62,21 @@ impl Identity {
     /// The identity of the running process `pid`.
     pub fn of(pid: u32) -> Result<Identity> {
         let (_, start_time) = stat(pid).with_context(|| format!("process {pid} is not running"))?;
-        // A process in the middle of exec briefly shows an empty command line.
-        let mut attempts = 0;
-        let argv = loop {
-            let argv = cmdline(pid).with_context(|| format!("cannot read the command line of process {pid}"))?;
-            attempts += 1;
-            if !argv.is_empty() || attempts == 100 {
-                break argv;
+        let argv = cmdline(pid).with_context(|| format!("cannot read the command line of process {pid}"))?;
+        Ok(Identity { pid, start_time, argv })
+    }
+
+    /// The identity of a process just started: it may still be in the middle of exec, which
+    /// briefly shows an empty command line.
+    pub fn of_new(pid: u32) -> Result<Identity> {
+        for _ in 0..100 {
+            let identity = Identity::of(pid)?;
+            if !identity.argv.is_empty() {
+                return Ok(identity);
             }
             std::thread::sleep(Duration::from_millis(2));
-        };
-        Ok(Identity { pid, start_time, argv })
+        }
+        Identity::of(pid)
     }
 
     pub fn liveness(&self) -> Liveness {
@@ -119,7 +123,7 @@ pub fn spawn_detached(program: &Path, args: &[String], dir: &Path, log: &Path) -
         .start()
         .with_context(|| format!("cannot start {}", program.display()))?;
     let pid = *handle.pids().first().context("duct started no process")?;
-    Ok((Identity::of(pid)?, handle))
+    Ok((Identity::of_new(pid)?, handle))
 }
 
 /// Marks every descriptor above stderr close-on-exec, so a long-running child holds no pipe of
@@ -211,7 +215,7 @@ mod tests {
     #[test]
     fn a_pid_that_now_belongs_to_another_program_is_left_alone() {
         let mut other = std::process::Command::new("sleep").arg("300").spawn().unwrap();
-        let mut recorded = Identity::of(other.id()).unwrap();
+        let mut recorded = Identity::of_new(other.id()).unwrap();
         recorded.start_time -= 1;
         let outcome = stop(&recorded, Duration::from_secs(1)).unwrap();
         assert!(matches!(&outcome, Stopped::LeftAlone(now) if now.contains("sleep 300")), "{outcome:?}");

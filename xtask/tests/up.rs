@@ -193,7 +193,7 @@ fn a_recorded_pid_now_used_by_another_program_is_left_alone() {
     let dir = TempDir::new("up-stale");
     copy_repo(dir.path());
     let mut other = Command::new("sleep").arg("300").spawn().unwrap();
-    let mut identity = Identity::of(other.id()).unwrap();
+    let mut identity = Identity::of_new(other.id()).unwrap();
     identity.start_time += 1; // what `up` recorded for the process that used to have this pid
     let stale = State {
         nativelink: stand_in(),
