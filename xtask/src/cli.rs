@@ -209,13 +209,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
                             text.parse().with_context(|| format!("up: --port-base {text:?} is not a port number"))?;
                     }
                     "--instance-name" => options.instance_name = value()?,
-                    "--timeout" => {
-                        let text = value()?;
-                        let seconds: u64 = text
-                            .parse()
-                            .with_context(|| format!("up: --timeout {text:?} is not a number of seconds"))?;
-                        options.timeout = std::time::Duration::from_secs(seconds);
-                    }
+                    "--timeout" => options.timeout = seconds("up", "--timeout", &value()?)?,
                     other => bail!("up: unknown option {other:?}\n\n{USAGE}"),
                 }
             }
@@ -241,11 +235,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
                         options.images.push(crate::cluster::parse_image_source(&text)?);
                     }
                     "--timeout" => {
-                        let text = rest.next().context("deploy: --timeout needs seconds")?;
-                        let seconds: u64 = text
-                            .parse()
-                            .with_context(|| format!("deploy: --timeout {text:?} is not a number of seconds"))?;
-                        options.timeout = std::time::Duration::from_secs(seconds);
+                        options.timeout =
+                            seconds("deploy", "--timeout", &rest.next().context("deploy: --timeout needs seconds")?)?
                     }
                     other => bail!("deploy: unknown option {other:?}\n\n{USAGE}"),
                 }
@@ -306,6 +297,12 @@ fn remote_flag(
     };
     *field = Some(rest.next().with_context(|| format!("{command}: {arg} needs a value"))?);
     Ok(true)
+}
+
+fn seconds(command: &str, flag: &str, text: &str) -> Result<std::time::Duration> {
+    let seconds: u64 =
+        text.parse().with_context(|| format!("{command}: {flag} {text:?} is not a number of seconds"))?;
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 /// The one positional argument (a target); options must come before `--` or be ours.

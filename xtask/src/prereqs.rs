@@ -149,7 +149,7 @@ pub const BUILDGRID: Prerequisite = Prerequisite {
 pub const ALL: &[&Prerequisite] = &[&NIX, &CONTAINER_RUNTIME, &BAZEL, &KUBECTL, &KIND, &SKOPEO, &NATIVELINK];
 
 /// What `run` and the test suite need on this machine.
-pub const FOR_TESTS: &[&Prerequisite] = &[&BAZEL, &GXX, &CLANG, &JDK, &BUILDGRID];
+pub const FOR_TESTS: &[&Prerequisite] = &[&BAZEL, &GXX, &CLANG, &JDK, &BUILDGRID, &KUBECTL];
 
 #[derive(Debug)]
 pub enum Found {

@@ -4,19 +4,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use common::*;
-
-/// Every `"container-image": "…"` value in the generated Bazel platforms.
-fn platform_images(root: &Path) -> BTreeSet<String> {
-    std::fs::read_to_string(root.join("generated/config/BUILD"))
-        .unwrap()
-        .lines()
-        .filter_map(|line| line.trim().strip_prefix("\"container-image\": \""))
-        .map(|rest| rest.trim_end_matches("\",").to_owned())
-        .collect()
-}
 
 #[test]
 fn the_kustomization_renders_and_its_workers_advertise_the_bazel_platforms() {

@@ -43,16 +43,6 @@ fn assert_all_gone(identities: &[Identity]) {
     }
 }
 
-/// Every `"container-image": "…"` value in the generated Bazel platforms.
-fn platform_images(root: &Path) -> BTreeSet<String> {
-    std::fs::read_to_string(root.join("generated/config/BUILD"))
-        .unwrap()
-        .lines()
-        .filter_map(|line| line.trim().strip_prefix("\"container-image\": \""))
-        .map(|rest| rest.trim_end_matches("\",").to_owned())
-        .collect()
-}
-
 #[test]
 fn up_status_and_down_manage_exactly_what_up_started() {
     let dir = TempDir::new("up-cycle");

@@ -287,3 +287,13 @@ pub fn process_summary(bazel_stderr: &str) -> BTreeMap<String, u64> {
         })
         .collect()
 }
+
+/// Every `"container-image": "…"` value in the generated Bazel platforms.
+pub fn platform_images(root: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_to_string(root.join("generated/config/BUILD"))
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("\"container-image\": \""))
+        .map(|rest| rest.trim_end_matches("\",").to_owned())
+        .collect()
+}
