@@ -6,9 +6,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use similar::TextDiff;
 
+use crate::environment::Resolver;
 use crate::facts::{self, Facts, Provenance, ToolchainFacts};
 use crate::manifest::{Manifest, Source};
-use crate::{environment, fsx, lint, probe, render, Project};
+use crate::{fsx, lint, probe, render, Project};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -37,7 +38,7 @@ fn write(project: &Project, manifest: &Manifest, options: &Options) -> Result<()
         eprintln!("warning: ignoring the previous facts ({err:#}); probing every toolchain");
         None
     });
-    let facts = probe_facts(manifest, previous.as_ref(), &options.only)?;
+    let facts = probe_facts(project, manifest, previous.as_ref(), &options.only)?;
     let files = render::render(&facts)?;
     let generated = project.generated_dir();
     if fsx::read_tree(&generated)? == files {
@@ -51,7 +52,7 @@ fn write(project: &Project, manifest: &Manifest, options: &Options) -> Result<()
 
 /// Probes the toolchains (all, or those named in `only` plus any without facts), lints them,
 /// and merges the results with `previous`. Timestamps survive when nothing changed.
-pub fn probe_facts(manifest: &Manifest, previous: Option<&Facts>, only: &[String]) -> Result<Facts> {
+pub fn probe_facts(project: &Project, manifest: &Manifest, previous: Option<&Facts>, only: &[String]) -> Result<Facts> {
     let previous_toolchains = previous.map(|p| &p.toolchains);
     let to_probe: Vec<_> = manifest
         .toolchains
@@ -62,21 +63,23 @@ pub fn probe_facts(manifest: &Manifest, previous: Option<&Facts>, only: &[String
                 || previous_toolchains.and_then(|p| p.get(&t.name)).is_none_or(|f| !f.disagreements_with(t).is_empty())
         })
         .collect();
+    let resolver = Resolver::new(project, &to_probe).map_err(|err| anyhow::anyhow!("{err:#}\nNothing was written."))?;
 
     let probed: Vec<Result<ToolchainFacts>> = std::thread::scope(|s| {
         let handles: Vec<_> = to_probe
             .iter()
             .map(|toolchain| {
+                let resolver = &resolver;
                 s.spawn(move || {
                     eprintln!("probing {} ({} from {})", toolchain.name, toolchain.kind, toolchain.source);
                     let started = Instant::now();
-                    let env = environment::resolve(toolchain)?;
+                    let env = resolver.resolve(toolchain)?;
                     let probed = probe::probe(toolchain, &env)?;
                     let hermetic = toolchain.source != Source::Host;
                     let facts = ToolchainFacts {
                         image: facts::Image {
                             name: toolchain.image.clone(),
-                            tag: ToolchainFacts::content_tag(&env.vars, &probed),
+                            tag: env.image_tag.unwrap_or_else(|| ToolchainFacts::content_tag(&env.vars, &probed)),
                         },
                         provenance: Provenance {
                             source: toolchain.source,
@@ -143,7 +146,7 @@ fn check(project: &Project, manifest: &Manifest, options: &Options) -> Result<()
         problems.insert(0, format!("{} is stale against {}:", project.lock_path().display(), Project::MANIFEST));
     }
     if options.reprobe && problems.is_empty() {
-        let fresh = probe_facts(manifest, Some(&facts), &[])?;
+        let fresh = probe_facts(project, manifest, Some(&facts), &[])?;
         let (old, new) = (facts.to_json(), fresh.to_json());
         if old != new {
             problems.push(format!(

@@ -16,6 +16,7 @@ pub mod kubernetes;
 pub mod lint;
 pub mod manifest;
 pub mod nativelink;
+pub mod nix;
 pub mod parity;
 pub mod prereqs;
 pub mod probe;

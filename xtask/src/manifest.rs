@@ -112,7 +112,7 @@ struct RawToolchain {
     source: Source,
     roots: Option<Spanned<Vec<String>>>,
     #[serde(default)]
-    env: BTreeMap<String, String>,
+    env: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 impl Manifest {
@@ -181,13 +181,20 @@ impl Manifest {
                 }
                 None => entry.source.default_roots(),
             };
+            if let (Source::Nix, Some(env)) = (entry.source, &entry.env) {
+                bail!(
+                    "{}: toolchain {name:?} has source = \"nix\", so its environment comes from the flake \
+                     (meta.Env of packages.<system>.{name} in flake.nix); remove this `env` table",
+                    at(env.span())
+                );
+            }
             toolchains.push(Toolchain {
                 name: name.clone(),
                 kind: entry.kind,
                 image: entry.image.into_inner(),
                 source: entry.source,
                 roots,
-                env: entry.env,
+                env: entry.env.map(Spanned::into_inner).unwrap_or_default(),
             });
         }
         for endpoint in [&raw.remote.cache, &raw.remote.executor].into_iter().flatten() {
@@ -299,6 +306,16 @@ source = "nix"
         assert!(err.starts_with("lre/toolchains.toml:3:11"), "{err}");
         let err = error_of(&GOOD.replace("source = \"nix\"", "source = \"nix\"\nroots = [\"nix/store\"]"));
         assert!(err.contains("absolute"), "{err}");
+    }
+
+    #[test]
+    fn a_nix_toolchain_takes_its_environment_from_the_flake_only() {
+        let err = error_of(&GOOD.replace("source = \"nix\"", "source = \"nix\"\nenv = { PATH = \"/usr/bin\" }"));
+        assert!(err.starts_with("lre/toolchains.toml:17:7"), "{err}");
+        assert!(
+            err.contains("meta.Env of packages.<system>.lre-java in flake.nix") && err.contains("remove this `env`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -35,6 +35,17 @@ pub const NIX: Prerequisite = Prerequisite {
     otherwise: "install Nix 2.19 or later (the official installer, or your distribution's package)",
 };
 
+pub const NIX_INSTANTIATE: Prerequisite = Prerequisite {
+    name: "nix-instantiate",
+    executables: &["nix-instantiate"],
+    version_args: &["--version"],
+    minimum: None,
+    purpose: "the test suite's Nix parser and evaluator (Debian's Nix is also the too-old Nix a test expects)",
+    debian_packages: &["nix-bin"],
+    pip_packages: &[],
+    otherwise: "install Nix",
+};
+
 pub const BAZEL: Prerequisite = Prerequisite {
     name: "bazel",
     executables: &["bazel", "bazelisk"],
@@ -149,7 +160,7 @@ pub const BUILDGRID: Prerequisite = Prerequisite {
 pub const ALL: &[&Prerequisite] = &[&NIX, &CONTAINER_RUNTIME, &BAZEL, &KUBECTL, &KIND, &SKOPEO, &NATIVELINK];
 
 /// What `run` and the test suite need on this machine.
-pub const FOR_TESTS: &[&Prerequisite] = &[&BAZEL, &GXX, &CLANG, &JDK, &BUILDGRID, &KUBECTL];
+pub const FOR_TESTS: &[&Prerequisite] = &[&BAZEL, &GXX, &CLANG, &JDK, &BUILDGRID, &KUBECTL, &NIX_INSTANTIATE];
 
 #[derive(Debug)]
 pub enum Found {

@@ -223,13 +223,13 @@ fn a_failing_probe_shows_its_command_and_stderr() {
 }
 
 #[test]
-fn a_nix_toolchain_without_nix_says_what_to_do() {
+fn a_nix_toolchain_with_an_env_table_is_refused_at_the_table() {
     assert_refused(
-        "nix-source",
+        "nix-env-table",
         &manifest_with(
             "source = \"host\"\nenv = { PATH = \"/usr/bin:/bin\", CC",
             "source = \"nix\"\nenv = { PATH = \"/usr/bin:/bin\", CC",
         ),
-        &["source = \"nix\"", "set source = \"host\""],
+        &["lre/toolchains.toml:24:7", "its environment comes from the flake", "remove this `env` table"],
     );
 }
