@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
+use crate::oci::pack::PackOptions;
+use crate::oci::wrap::WrapOptions;
+use crate::oci::ImageRef;
 use crate::remote::RemoteSettings;
 use crate::up::UpOptions;
 use crate::{generate, parity};
@@ -12,11 +15,23 @@ pub const USAGE: &str = "\
 cargo xtask [--root DIR] <command>
 
 commands:
-  generate [--check [--reprobe]] [--only NAME]...
+  generate [--check [--reprobe]] [--only NAME]... [--from oci:DIR[:TAG]|docker-archive:FILE]
         probe the toolchains of lre/toolchains.toml and write generated/;
         --check renders from the checked-in facts and fails with a diff when generated/ is stale;
         --reprobe (with --check) also probes again and compares with the facts;
-        --only probes just the named toolchains (others keep their facts)
+        --only probes just the named toolchains (others keep their facts);
+        --from takes the image of the selected oci-sourced toolchains from there (unpacked into
+        .lre/oci/, probed inside it) instead of their `from` in the manifest
+  image unpack --image oci:DIR[:TAG]|docker-archive:FILE --output DIR
+        an image's root file system, unpacked safely (as `generate --from` does) into a new directory
+  image pack --rootfs DIR --output DIR [--tag TAG] [--env NAME=VALUE]...
+        a root file system directory → a one-layer OCI image layout (reproducible)
+  image wrap --base oci:DIR[:TAG]|docker-archive:FILE --nativelink FILE --output DIR [--tag TAG]
+             [--title TITLE] [--source URL] [--revision REV] [--env-program FILE]
+        createWorker without Nix: the base's layers (by digest) plus one layer with nativelink in
+        /usr/local/bin, user nativelink (1000:1000) and its home, /tmp 1777; sets User, WorkingDir,
+        Entrypoint and OCI labels (source and revision default to this checkout's git origin and HEAD);
+        --env-program installs a static `env` as /usr/bin/env for bases without one
   run [TARGET] [--install-missing] [-- BAZEL_ARGS...]
         bazel run --config=lre TARGET (default //examples:hello_lre)
   run-remote [TARGET] [--remote-executor URL] [--remote-cache URL] [--remote-instance-name NAME]
@@ -67,8 +82,23 @@ commands:
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Generate(generate::Options),
-    Run { target: String, bazel_args: Vec<String>, install_missing: bool },
-    RunRemote { target: String, bazel_args: Vec<String>, settings: RemoteSettings },
+    ImagePack(PackOptions),
+    ImageUnpack {
+        image: ImageRef,
+        output: PathBuf,
+    },
+    /// Wrap options; `source` and `revision` left `None` are filled from git.
+    ImageWrap(WrapOptions),
+    Run {
+        target: String,
+        bazel_args: Vec<String>,
+        install_missing: bool,
+    },
+    RunRemote {
+        target: String,
+        bazel_args: Vec<String>,
+        settings: RemoteSettings,
+    },
     Parity(parity::Options),
     Up(UpOptions),
     ClusterUp,
@@ -78,8 +108,12 @@ pub enum Command {
     Status,
     Bazel(Vec<String>),
     Doctor,
-    Test { install_missing: bool },
-    Bench { include_compile: bool },
+    Test {
+        install_missing: bool,
+    },
+    Bench {
+        include_compile: bool,
+    },
     BenchParity,
     Help,
 }
@@ -116,6 +150,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
                     "--check" => options.check = true,
                     "--reprobe" => options.reprobe = true,
                     "--only" => options.only.push(rest.next().context("--only needs a toolchain name")?),
+                    "--from" => {
+                        options.from =
+                            Some(ImageRef::parse(&rest.next().context("--from needs oci:DIR or docker-archive:FILE")?)?)
+                    }
                     other => bail!("generate: unknown option {other:?}\n\n{USAGE}"),
                 }
             }
@@ -192,6 +230,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
             options.target = target.unwrap_or_else(|| DEFAULT_TARGET.to_owned());
             Command::Parity(options)
         }
+        "image" => parse_image(rest)?,
         "up" => {
             let mut options = UpOptions::default();
             let mut rest = rest.into_iter();
@@ -275,6 +314,60 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
         other => bail!("unknown command {other:?}\n\n{USAGE}"),
     };
     Ok(Invocation { root, command })
+}
+
+fn parse_image(rest: Vec<String>) -> Result<Command> {
+    let mut rest = rest.into_iter();
+    let what = rest.next().context("image: say `image pack`, `image unpack` or `image wrap`")?;
+    let mut flags: Vec<(String, String)> = Vec::new();
+    while let Some(flag) = rest.next() {
+        if !flag.starts_with("--") {
+            bail!("image {what}: unexpected argument {flag:?}\n\n{USAGE}");
+        }
+        let value = rest.next().with_context(|| format!("image {what}: {flag} needs a value"))?;
+        flags.push((flag, value));
+    }
+    let mut take = |name: &str| -> Vec<String> {
+        let (taken, kept): (Vec<_>, Vec<_>) = flags.drain(..).partition(|(flag, _)| flag == name);
+        flags = kept;
+        taken.into_iter().map(|(_, value)| value).collect()
+    };
+    let command = match what.as_str() {
+        "unpack" => {
+            let mut one = |name: &str| take(name).pop();
+            let image = ImageRef::parse(&one("--image").context("image unpack: --image oci:DIR[:TAG] is required")?)?;
+            let output = one("--output").context("image unpack: --output DIR is required")?;
+            Command::ImageUnpack { image, output: output.into() }
+        }
+        "pack" => {
+            let mut one = |name: &str| take(name).pop();
+            let rootfs = one("--rootfs").context("image pack: --rootfs DIR is required")?;
+            let output = one("--output").context("image pack: --output DIR is required")?;
+            let tag = one("--tag").unwrap_or_else(|| "latest".to_owned());
+            Command::ImagePack(PackOptions { rootfs: rootfs.into(), output: output.into(), tag, env: take("--env") })
+        }
+        "wrap" => {
+            let mut one = |name: &str| take(name).pop();
+            let base = ImageRef::parse(&one("--base").context("image wrap: --base oci:DIR[:TAG] is required")?)?;
+            let nativelink = one("--nativelink").context("image wrap: --nativelink FILE is required")?;
+            let output = one("--output").context("image wrap: --output DIR is required")?;
+            Command::ImageWrap(WrapOptions {
+                base,
+                nativelink: nativelink.into(),
+                output: output.into(),
+                tag: one("--tag"),
+                title: one("--title").unwrap_or_else(|| "nativelink-worker".to_owned()),
+                source: one("--source"),
+                revision: one("--revision"),
+                env_program: one("--env-program").map(PathBuf::from),
+            })
+        }
+        other => bail!("image: unknown subcommand {other:?}; say `image pack`, `image unpack` or `image wrap`"),
+    };
+    if let Some((flag, _)) = flags.first() {
+        bail!("image {what}: unknown option {flag:?}\n\n{USAGE}");
+    }
+    Ok(command)
 }
 
 /// Takes a remote endpoint option (and its value); `false` when `arg` is not one.

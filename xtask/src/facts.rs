@@ -51,12 +51,18 @@ impl ToolchainFacts {
 pub struct Image {
     pub name: String,
     pub tag: String,
+    /// The manifest digest when the image is known exactly (`oci` source); it then names the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 impl Image {
     /// The `container-image` platform property, exactly as remote workers advertise it.
     pub fn reference(&self) -> String {
-        format!("docker://{}:{}", self.name, self.tag)
+        match &self.digest {
+            Some(digest) => format!("docker://{}@{digest}", self.name),
+            None => format!("docker://{}:{}", self.name, self.tag),
+        }
     }
 }
 
@@ -279,7 +285,7 @@ fn rfc3339(unix_seconds: u64) -> String {
 #[cfg(test)]
 pub(crate) fn sample(bazel_version: &str) -> Facts {
     let cc = ToolchainFacts {
-        image: Image { name: "lre-cc".into(), tag: "0123abcd".into() },
+        image: Image { name: "lre-cc".into(), tag: "0123abcd".into(), digest: None },
         provenance: Provenance {
             source: Source::Nix,
             machine: "x86_64-linux".into(),
@@ -322,7 +328,7 @@ pub(crate) fn sample(bazel_version: &str) -> Facts {
         })),
     };
     let mut java = cc.clone();
-    java.image = Image { name: "lre-java".into(), tag: "4567ef01".into() };
+    java.image = Image { name: "lre-java".into(), tag: "4567ef01".into(), digest: None };
     java.environment = BTreeMap::from([("JAVA_HOME".into(), "/nix/store/eeee-openjdk-17/lib/openjdk".into())]);
     java.probed = Probed::Java(JavaFacts {
         java_home: "/nix/store/eeee-openjdk-17/lib/openjdk".into(),

@@ -9,6 +9,7 @@ use similar::TextDiff;
 use crate::environment::Resolver;
 use crate::facts::{self, Facts, Provenance, ToolchainFacts};
 use crate::manifest::{Manifest, Source};
+use crate::oci::ImageRef;
 use crate::{fsx, lint, probe, render, Project};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -19,12 +20,27 @@ pub struct Options {
     pub reprobe: bool,
     /// Probe only these toolchains (others keep their facts).
     pub only: Vec<String>,
+    /// The image of the `oci` toolchains probed (those in `only`, else all of them), instead of
+    /// their `from` in the manifest.
+    pub from: Option<ImageRef>,
 }
 
 pub fn run(project: &Project, options: &Options) -> Result<()> {
-    let manifest = Manifest::load(&project.manifest_path())?;
+    let mut manifest = Manifest::load(&project.manifest_path())?;
     for name in &options.only {
         manifest.toolchain(name)?;
+    }
+    if let Some(from) = &options.from {
+        let mut applied = 0;
+        for toolchain in &mut manifest.toolchains {
+            if toolchain.source == Source::Oci && (options.only.is_empty() || options.only.contains(&toolchain.name)) {
+                toolchain.from = Some(from.clone());
+                applied += 1;
+            }
+        }
+        if applied == 0 {
+            bail!("--from {from}: no toolchain with source = \"oci\" is selected; set source = \"oci\" in lre/toolchains.toml (and name it with --only)");
+        }
     }
     if options.check {
         check(project, &manifest, options)
@@ -79,7 +95,11 @@ pub fn probe_facts(project: &Project, manifest: &Manifest, previous: Option<&Fac
                     let facts = ToolchainFacts {
                         image: facts::Image {
                             name: toolchain.image.clone(),
-                            tag: env.image_tag.unwrap_or_else(|| ToolchainFacts::content_tag(&env.vars, &probed)),
+                            tag: env
+                                .image_tag
+                                .clone()
+                                .unwrap_or_else(|| ToolchainFacts::content_tag(&env.vars, &probed)),
+                            digest: env.image_digest.clone(),
                         },
                         provenance: Provenance {
                             source: toolchain.source,
@@ -93,10 +113,10 @@ pub fn probe_facts(project: &Project, manifest: &Manifest, previous: Option<&Fac
                             }),
                         },
                         roots: toolchain.roots.clone(),
-                        environment: env.vars,
+                        environment: env.vars.clone(),
                         probed,
                     };
-                    lint::check(&toolchain.name, &facts)?;
+                    lint::check(&toolchain.name, &facts, env.root.as_deref())?;
                     eprintln!("probed {} in {} ms", toolchain.name, started.elapsed().as_millis());
                     Ok(facts)
                 })

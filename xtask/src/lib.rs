@@ -17,6 +17,7 @@ pub mod lint;
 pub mod manifest;
 pub mod nativelink;
 pub mod nix;
+pub mod oci;
 pub mod parity;
 pub mod prereqs;
 pub mod probe;

@@ -16,26 +16,50 @@ pub struct FoundPath {
     pub path: String,
 }
 
-/// Fails, naming every offending path, when a hermetic toolchain reaches outside its roots.
+/// Fails, naming every offending path, when a hermetic toolchain reaches outside its roots, or,
+/// for a toolchain probed inside an unpacked image (`image_root`), names a path the image lacks.
 /// Host toolchains are impure by nature: their facts say so (`provenance.hermetic = false`).
-pub fn check(name: &str, facts: &ToolchainFacts) -> Result<()> {
+pub fn check(name: &str, facts: &ToolchainFacts, image_root: Option<&Path>) -> Result<()> {
     if !facts.provenance.hermetic {
         return Ok(());
     }
-    let outside: Vec<FoundPath> = absolute_paths(facts)
-        .into_iter()
-        .filter(|found| !facts.roots.iter().any(|root| is_under(&found.path, root)))
-        .collect();
-    if outside.is_empty() {
+    let paths = absolute_paths(facts);
+    let mut problems = Vec::new();
+    if !facts.roots.is_empty() || image_root.is_none() {
+        let outside: Vec<String> = paths
+            .iter()
+            .filter(|found| !facts.roots.iter().any(|root| is_under(&found.path, root)))
+            .map(|f| format!("  {} (at {})", f.path, f.pointer))
+            .collect();
+        if !outside.is_empty() {
+            problems.push(format!(
+                "these paths lie outside its roots [{}]:\n{}",
+                facts.roots.join(", "),
+                outside.join("\n")
+            ));
+        }
+    }
+    if let Some(image_root) = image_root {
+        let missing: Vec<String> = paths
+            .iter()
+            .filter(|found| {
+                !crate::oci::unpack::resolve_in_root(image_root, Path::new(&found.path), true)
+                    .is_ok_and(|host| host.exists())
+            })
+            .map(|f| format!("  {} (at {})", f.path, f.pointer))
+            .collect();
+        if !missing.is_empty() {
+            problems.push(format!("these paths do not exist in its image:\n{}", missing.join("\n")));
+        }
+    }
+    if problems.is_empty() {
         return Ok(());
     }
-    let listing: Vec<String> = outside.iter().map(|f| format!("  {} (at {})", f.path, f.pointer)).collect();
     bail!(
-        "toolchain {name} ({} source) is not hermetic: these paths lie outside its roots [{}]:\n{}\n\
-         Make the toolchain refer only to paths under its roots, or declare the missing root in lre/toolchains.toml.",
+        "toolchain {name} ({} source) is not hermetic: {}\n\
+         Make the toolchain refer only to paths under its roots (and inside its image), or declare the missing root in lre/toolchains.toml.",
         facts.provenance.source,
-        facts.roots.join(", "),
-        listing.join("\n")
+        problems.join("\n")
     )
 }
 
@@ -99,25 +123,27 @@ mod tests {
         facts
     }
 
+    fn check_nix(facts: &ToolchainFacts) -> Result<()> {
+        check("lre-cc", facts, None)
+    }
+
     #[test]
     fn a_store_only_toolchain_passes() {
-        check("lre-cc", &nix_toolchain("/nix/store/bbbb-binutils/bin/ld", "-L/nix/store/dddd-libcxx/lib")).unwrap();
+        check_nix(&nix_toolchain("/nix/store/bbbb-binutils/bin/ld", "-L/nix/store/dddd-libcxx/lib")).unwrap();
     }
 
     #[test]
     fn a_path_outside_the_store_fails_and_is_named() {
-        let err =
-            check("lre-cc", &nix_toolchain("/usr/bin/ld", "-L/nix/store/dddd-libcxx/lib")).unwrap_err().to_string();
+        let err = check_nix(&nix_toolchain("/usr/bin/ld", "-L/nix/store/dddd-libcxx/lib")).unwrap_err().to_string();
         assert!(err.contains("/usr/bin/ld (at /cc/tools/ld)"), "{err}");
         assert!(err.contains("toolchain lre-cc (nix source)"), "{err}");
     }
 
     #[test]
     fn paths_inside_flags_and_dotdot_escapes_are_caught() {
-        let err =
-            check("lre-cc", &nix_toolchain("/nix/store/bbbb/bin/ld", "-Wl,-rpath,/usr/lib")).unwrap_err().to_string();
+        let err = check_nix(&nix_toolchain("/nix/store/bbbb/bin/ld", "-Wl,-rpath,/usr/lib")).unwrap_err().to_string();
         assert!(err.contains("/usr/lib (at /cc/link_options/0)"), "{err}");
-        let err = check("lre-cc", &nix_toolchain("/nix/store/../usr/bin/ld", "-lm")).unwrap_err().to_string();
+        let err = check_nix(&nix_toolchain("/nix/store/../usr/bin/ld", "-lm")).unwrap_err().to_string();
         assert!(err.contains("/nix/store/../usr/bin/ld"), "{err}");
     }
 
@@ -127,6 +153,6 @@ mod tests {
         facts.provenance.source = Source::Host;
         facts.provenance.hermetic = false;
         facts.roots.clear();
-        check("lre-cc", &facts).unwrap();
+        check("lre-cc", &facts, None).unwrap();
     }
 }

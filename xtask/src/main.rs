@@ -18,6 +18,19 @@ fn run() -> anyhow::Result<()> {
     let project = invocation.root.map_or_else(Project::from_build, Project::new);
     match invocation.command {
         Command::Generate(options) => generate::run(&project, &options),
+        Command::ImagePack(options) => xtask::oci::pack::pack(&options),
+        Command::ImageUnpack { image, output } => {
+            let opened = xtask::oci::open(&image)?;
+            xtask::oci::unpack::unpack_to(&opened.layout, &opened.image, &output)?;
+            eprintln!("unpacked {image} ({}) into {}", opened.image.digest(), output.display());
+            Ok(())
+        }
+        Command::ImageWrap(mut options) => {
+            let (source, revision) = xtask::oci::wrap::git_labels(&project.root);
+            options.source = options.source.or(source);
+            options.revision = options.revision.or(revision);
+            xtask::oci::wrap::wrap(&options).map(drop)
+        }
         Command::Run { target, bazel_args, install_missing } => {
             xtask::run::run(&project, &target, &bazel_args, install_missing || in_ci())
         }

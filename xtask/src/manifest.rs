@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::oci::ImageRef;
 use crate::remote::{Endpoint, RemoteSettings};
 use crate::version::Version;
 
@@ -76,6 +77,9 @@ pub struct Toolchain {
     pub source: Source,
     pub roots: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// Where an `oci` toolchain's image is (`oci:DIR[:TAG]` or `docker-archive:FILE`; relative
+    /// paths are from the repository root).
+    pub from: Option<ImageRef>,
 }
 
 #[derive(Deserialize)]
@@ -113,6 +117,7 @@ struct RawToolchain {
     roots: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     env: Option<Spanned<BTreeMap<String, String>>>,
+    from: Option<Spanned<String>>,
 }
 
 impl Manifest {
@@ -188,6 +193,16 @@ impl Manifest {
                     at(env.span())
                 );
             }
+            let from = match entry.from {
+                None => None,
+                Some(from) if entry.source != Source::Oci => bail!(
+                    "{}: `from` names an image, which only a toolchain with source = \"oci\" has",
+                    at(from.span())
+                ),
+                Some(from) => {
+                    Some(ImageRef::parse(from.get_ref()).map_err(|err| anyhow::anyhow!("{}: {err}", at(from.span())))?)
+                }
+            };
             toolchains.push(Toolchain {
                 name: name.clone(),
                 kind: entry.kind,
@@ -195,6 +210,7 @@ impl Manifest {
                 source: entry.source,
                 roots,
                 env: entry.env.map(Spanned::into_inner).unwrap_or_default(),
+                from,
             });
         }
         for endpoint in [&raw.remote.cache, &raw.remote.executor].into_iter().flatten() {

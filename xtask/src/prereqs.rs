@@ -46,6 +46,28 @@ pub const NIX_INSTANTIATE: Prerequisite = Prerequisite {
     otherwise: "install Nix",
 };
 
+pub const MMDEBSTRAP: Prerequisite = Prerequisite {
+    name: "mmdebstrap",
+    executables: &["mmdebstrap"],
+    version_args: &["--version"],
+    minimum: None,
+    purpose: "the test suite's Debian toolchain image (bookworm with gcc and a JDK)",
+    debian_packages: &["mmdebstrap"],
+    pip_packages: &[],
+    otherwise: "install mmdebstrap",
+};
+
+pub const UMOCI: Prerequisite = Prerequisite {
+    name: "umoci",
+    executables: &["umoci"],
+    version_args: &["--version"],
+    minimum: None,
+    purpose: "the test suite's independent check of images `image wrap` writes",
+    debian_packages: &["umoci"],
+    pip_packages: &[],
+    otherwise: "install umoci",
+};
+
 pub const BAZEL: Prerequisite = Prerequisite {
     name: "bazel",
     executables: &["bazel", "bazelisk"],
@@ -95,7 +117,7 @@ pub const SKOPEO: Prerequisite = Prerequisite {
     executables: &["skopeo"],
     version_args: &["--version"],
     minimum: None,
-    purpose: "copying images to a registry",
+    purpose: "copying images to a registry; the test suite's independent image checks",
     debian_packages: &["skopeo"],
     pip_packages: &[],
     otherwise: "install skopeo",
@@ -160,7 +182,19 @@ pub const BUILDGRID: Prerequisite = Prerequisite {
 pub const ALL: &[&Prerequisite] = &[&NIX, &CONTAINER_RUNTIME, &BAZEL, &KUBECTL, &KIND, &SKOPEO, &NATIVELINK];
 
 /// What `run` and the test suite need on this machine.
-pub const FOR_TESTS: &[&Prerequisite] = &[&BAZEL, &GXX, &CLANG, &JDK, &BUILDGRID, &KUBECTL, &NIX_INSTANTIATE];
+pub const FOR_TESTS: &[&Prerequisite] = &[
+    &BAZEL,
+    &GXX,
+    &CLANG,
+    &JDK,
+    &BUILDGRID,
+    &KUBECTL,
+    &NIX_INSTANTIATE,
+    &MMDEBSTRAP,
+    &SKOPEO,
+    &UMOCI,
+    &CONTAINER_RUNTIME,
+];
 
 #[derive(Debug)]
 pub enum Found {

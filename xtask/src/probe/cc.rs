@@ -66,6 +66,8 @@ pub fn probe(prober: &Prober) -> Result<CcFacts> {
 
     let inputs = Inputs {
         empty_c: prober.input_file("empty.c", EMPTY_C_PROGRAM)?,
+        // Not /dev/null: an image's root has no devices.
+        empty: prober.input_file("empty", "")?,
         features_c: prober.input_file("features.c", "#include <features.h>\n")?,
         cxx_program: prober.input_file("probe.cc", CXX_PROGRAM)?,
     };
@@ -78,14 +80,14 @@ pub fn probe(prober: &Prober) -> Result<CcFacts> {
             s.spawn(move || link_and_run(prober, compiler, &inputs.cxx_program, cxxopts, linkopts, linklibs));
         // Predefined macros (stdout) with the target and the C search list (-v, stderr).
         let c = s.spawn(move || prober.run_ok(compiler, &["-E", "-dM", "-v", &inputs.features_c]));
-        let cxx = s.spawn(move || prober.run_ok(compiler, &["-E", "-v", "-x", "c++", "/dev/null"]));
+        let cxx = s.spawn(move || prober.run_ok(compiler, &["-E", "-v", "-x", "c++", &inputs.empty]));
         // The toolchain passes -no-canonical-prefixes when accepted; the compiler then finds its
         // own headers through the path it was invoked by (clang's resource directory, say), and
         // that spelling is the one dependency files use.
         let uncanonical = s.spawn(move || {
             prober.run(
                 compiler,
-                &["-no-canonical-prefixes", "-E", "-v", "-x", "c", "/dev/null", "-x", "c++", "/dev/null"],
+                &["-no-canonical-prefixes", "-E", "-v", "-x", "c", &inputs.empty, "-x", "c++", &inputs.empty],
             )
         });
         let tools = s.spawn(move || find_tools(prober, compiler));
@@ -139,6 +141,7 @@ pub fn probe(prober: &Prober) -> Result<CcFacts> {
 
 /// Source files the probes compile, written once into the scratch directory.
 struct Inputs {
+    empty: String,
     empty_c: String,
     features_c: String,
     cxx_program: String,
@@ -223,10 +226,10 @@ fn find_tools(prober: &Prober, compiler: &Path) -> Result<BTreeMap<String, Optio
     Ok(TOOLS
         .iter()
         .map(|&tool| {
-            let own = program_dirs.iter().map(|dir| dir.join(tool)).find(|path| super::is_executable(path));
+            let own = program_dirs.iter().map(|dir| dir.join(tool)).find(|path| prober.is_executable(path));
             let found = match own {
                 Some(path) => Some(normalize(&path)),
-                None => which::which_in(tool, Some(prober.env.path()), prober.scratch).ok(),
+                None => prober.find_on_path(tool),
             };
             (tool.to_owned(), found.map(|path| path.display().to_string()))
         })

@@ -14,10 +14,10 @@ use crate::environment::ToolchainEnv;
 use crate::facts::Probed;
 use crate::manifest::{Kind, Toolchain};
 
-/// Probes `toolchain` in `env`.
+/// Probes `toolchain` in `env` (inside `env.root` when the toolchain is an unpacked image).
 pub fn probe(toolchain: &Toolchain, env: &ToolchainEnv) -> Result<Probed> {
-    let scratch = Scratch::new(&toolchain.name)?;
-    let prober = Prober { env, scratch: scratch.path() };
+    let scratch = Scratch::new(&toolchain.name, env.root.as_deref())?;
+    let prober = Prober { env, scratch: &scratch.in_toolchain, host_scratch: &scratch.host, root: env.root.as_deref() };
     let probed = match toolchain.kind {
         Kind::Cc => cc::probe(&prober).map(|cc| Probed::Cc(Box::new(cc))),
         Kind::Java => java::probe(&prober).map(Probed::Java),
@@ -27,9 +27,15 @@ pub fn probe(toolchain: &Toolchain, env: &ToolchainEnv) -> Result<Probed> {
 }
 
 /// Runs programs with exactly the toolchain's environment (plus `LC_ALL=C` for parseable output).
+/// Paths are the toolchain's own: with a `root` (an unpacked image), programs run inside it
+/// (`unshare --root`: a chroot when root, a user namespace otherwise) and every path is looked
+/// up inside it, following the image's symlinks.
 pub struct Prober<'a> {
     pub env: &'a ToolchainEnv,
+    /// The scratch directory as the toolchain's programs see it.
     pub scratch: &'a Path,
+    host_scratch: &'a Path,
+    root: Option<&'a Path>,
 }
 
 pub struct Output {
@@ -43,14 +49,22 @@ impl Prober<'_> {
     /// reading a pipe would otherwise break it).
     pub fn run(&self, program: &Path, args: &[&str]) -> Result<Output> {
         let sh = Shell::new()?;
-        sh.change_dir(self.scratch);
-        let command = cmd!(sh, "{program} {args...}")
-            .env_clear()
-            .envs(&self.env.vars)
-            .env("LC_ALL", "C")
-            .stdin("")
-            .quiet()
-            .ignore_status();
+        sh.change_dir(self.host_scratch);
+        let command = match self.root {
+            None => cmd!(sh, "{program} {args...}"),
+            Some(root) => {
+                let unshare = which::which("unshare")
+                    .context("probing inside an image needs `unshare` (util-linux) on this machine's PATH")?;
+                // SAFETY: geteuid has no preconditions.
+                let user_namespace = (unsafe { libc::geteuid() } != 0).then_some("--map-root-user");
+                let root = format!("--root={}", root.display());
+                let wd = format!("--wd={}", self.scratch.display());
+                // A private /proc (programs find themselves through /proc/self/exe: a JDK's
+                // launcher needs it for $ORIGIN), gone when the program exits.
+                cmd!(sh, "{unshare} {user_namespace...} --mount --pid --fork --mount-proc=/proc {root} {wd} {program} {args...}")
+            }
+        };
+        let command = command.env_clear().envs(&self.env.vars).env("LC_ALL", "C").stdin("").quiet().ignore_status();
         let rendered = command.to_string();
         let output = command.output().with_context(|| format!("cannot run `{rendered}`"))?;
         Ok(Output {
@@ -82,22 +96,49 @@ impl Prober<'_> {
             if !path.is_absolute() {
                 bail!("{variable}={program} is a relative path; give a program name or an absolute path");
             }
-            if !path.exists() {
+            if !self.host_path(&path).is_some_and(|host| host.exists()) {
                 bail!("{variable}={program} does not exist");
             }
             path
         } else {
-            which::which_in(program, Some(self.env.path()), self.scratch).map_err(|_| {
-                anyhow::anyhow!(
+            self.find_on_path(program).with_context(|| {
+                format!(
                     "{variable}={program} is not on the toolchain's PATH ({}); install it or fix the toolchain's environment",
                     self.env.path()
                 )
             })?
         };
-        if !is_executable(&path) {
+        if !self.is_executable(&path) {
             bail!("{variable}={} is not an executable file", path.display());
         }
         Ok(path)
+    }
+
+    /// The first executable `name` in the toolchain's PATH, as the toolchain spells it.
+    pub fn find_on_path(&self, name: &str) -> Option<PathBuf> {
+        match self.root {
+            None => which::which_in(name, Some(self.env.path()), self.host_scratch).ok(),
+            Some(_) => self
+                .env
+                .path()
+                .split(':')
+                .filter(|dir| dir.starts_with('/'))
+                .map(|dir| Path::new(dir).join(name))
+                .find(|candidate| self.is_executable(candidate)),
+        }
+    }
+
+    /// Where a path of the toolchain is on this machine (`None` when it cannot be resolved,
+    /// such as a symlink loop inside the image).
+    pub fn host_path(&self, path: &Path) -> Option<PathBuf> {
+        match self.root {
+            None => Some(path.to_owned()),
+            Some(root) => crate::oci::unpack::resolve_in_root(root, path, true).ok(),
+        }
+    }
+
+    pub fn is_executable(&self, path: &Path) -> bool {
+        self.host_path(path).is_some_and(|host| is_executable(&host))
     }
 
     pub fn scratch_file(&self, name: &str) -> PathBuf {
@@ -106,9 +147,9 @@ impl Prober<'_> {
 
     /// Writes an input file into the scratch directory and returns its path as an argument.
     pub fn input_file(&self, name: &str, contents: &str) -> Result<String> {
-        let path = self.scratch_file(name);
-        std::fs::write(&path, contents).with_context(|| format!("cannot write {}", path.display()))?;
-        path.to_str().map(str::to_owned).context("scratch path is not UTF-8")
+        let host = self.host_scratch.join(name);
+        std::fs::write(&host, contents).with_context(|| format!("cannot write {}", host.display()))?;
+        self.scratch_file(name).to_str().map(str::to_owned).context("scratch path is not UTF-8")
     }
 }
 
@@ -134,25 +175,33 @@ pub fn normalize(path: &Path) -> PathBuf {
     normal
 }
 
-/// A private temporary directory, removed on drop.
-struct Scratch(PathBuf);
+/// A private temporary directory (inside the image's root when there is one), removed on drop.
+struct Scratch {
+    host: PathBuf,
+    in_toolchain: PathBuf,
+}
 
 impl Scratch {
-    fn new(label: &str) -> Result<Scratch> {
-        let path = std::env::temp_dir().join(format!("lre-probe-{}-{label}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(Scratch(path))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
+    fn new(label: &str, root: Option<&Path>) -> Result<Scratch> {
+        let name = format!("lre-probe-{}-{label}", std::process::id());
+        let (host, in_toolchain) = match root {
+            None => (std::env::temp_dir().join(&name), std::env::temp_dir().join(&name)),
+            Some(root) => {
+                let proc = crate::oci::unpack::resolve_in_root(root, Path::new("/proc"), true)?;
+                std::fs::create_dir_all(&proc).with_context(|| format!("cannot create {}", proc.display()))?;
+                let in_toolchain = Path::new("/tmp").join(&name);
+                (crate::oci::unpack::resolve_in_root(root, &in_toolchain, true)?, in_toolchain)
+            }
+        };
+        let _ = std::fs::remove_dir_all(&host);
+        std::fs::create_dir_all(&host).with_context(|| format!("cannot create {}", host.display()))?;
+        Ok(Scratch { host, in_toolchain })
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(&self.host);
     }
 }
 
