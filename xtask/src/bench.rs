@@ -1,7 +1,9 @@
 //! `cargo xtask bench`: figures, never assertions. The median wall time of `generate` (cc + java,
 //! probe to rendered files) next to Bazel's own C++ autoconfiguration measured the same way in
 //! the same run, and the clean compile time of this crate. `cargo xtask bench parity`: the time
-//! and peak memory of comparing synthetic execution logs of Bazel's format.
+//! and peak memory of comparing synthetic execution logs of Bazel's format. `cargo xtask bench
+//! image`: `image wrap` on a 1 GiB base next to a 10 MiB one, and the peak memory of unpacking
+//! images of growing size.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -162,6 +164,137 @@ pub fn parity() -> Result<()> {
     })();
     let _ = std::fs::remove_dir_all(&scratch);
     result
+}
+
+const WRAP_RUNS: usize = 15;
+const MIB: u64 = 1 << 20;
+
+/// `image wrap` on bases of 10 MiB and 1 GiB (its cost should follow the added layer only), and
+/// the peak memory of `image unpack` on images of 10 MiB, 256 MiB and 1 GiB (it streams).
+pub fn image() -> Result<()> {
+    let scratch = std::env::temp_dir().join(format!("lre-bench-image-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let result = (|| -> Result<()> {
+        let nativelink = scratch.join("nativelink");
+        std::io::copy(&mut PseudoRandom::new(32 * MIB, 1), &mut std::fs::File::create(&nativelink)?)?;
+        let sizes = [10 * MIB, 256 * MIB, 1024 * MIB];
+        let mut bases = Vec::new();
+        for (seed, size) in sizes.into_iter().enumerate() {
+            eprintln!("writing a synthetic {} MiB base image", size / MIB);
+            let layout = scratch.join(format!("base-{}", size / MIB));
+            synthetic_image(&layout, size, seed as u64 + 2)?;
+            bases.push((size, layout));
+        }
+
+        println!("image wrap, 32 MiB nativelink, median of {WRAP_RUNS} runs:");
+        println!("{:>10} {:>12}", "base MiB", "ms");
+        let mut medians = Vec::new();
+        for (size, layout) in bases.iter().filter(|(size, _)| *size != 256 * MIB) {
+            let base = format!("oci:{}", layout.display());
+            let output = scratch.join("wrapped");
+            let median = median_of(WRAP_RUNS, &format!("image wrap on {} MiB", size / MIB), || {
+                let _ = std::fs::remove_dir_all(&output);
+                let (elapsed, _) = measure_child(&[
+                    "image".as_ref(),
+                    "wrap".as_ref(),
+                    "--base".as_ref(),
+                    base.as_ref(),
+                    "--nativelink".as_ref(),
+                    nativelink.as_os_str(),
+                    "--output".as_ref(),
+                    output.as_os_str(),
+                    "--revision".as_ref(),
+                    "bench".as_ref(),
+                ])?;
+                Ok(elapsed)
+            })?;
+            println!("{:>10} {:>12.1}", size / MIB, ms(median));
+            medians.push(median);
+        }
+        println!("ratio 1 GiB / 10 MiB: {:.2}x (target <= 1.2x)\n", ratio(medians[1], medians[0]));
+
+        println!("image unpack (gzip layers, streamed):");
+        println!("{:>10} {:>10} {:>16}", "image MiB", "seconds", "peak RSS MiB");
+        for (size, layout) in &bases {
+            let output = scratch.join("rootfs");
+            let _ = std::fs::remove_dir_all(&output);
+            let image = format!("oci:{}", layout.display());
+            let (elapsed, peak_kib) = measure_child(&[
+                "image".as_ref(),
+                "unpack".as_ref(),
+                "--image".as_ref(),
+                image.as_ref(),
+                "--output".as_ref(),
+                output.as_os_str(),
+            ])?;
+            println!("{:>10} {:>10.2} {:>16.1}", size / MIB, elapsed.as_secs_f64(), peak_kib as f64 / 1024.0);
+            std::fs::remove_dir_all(&output)?;
+        }
+        println!("target: peak memory flat as the image grows");
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+/// A base image of about `size` bytes: gzip layers of 64 MiB files of incompressible bytes.
+fn synthetic_image(layout: &Path, size: u64, seed: u64) -> Result<()> {
+    use crate::oci::layer::{add_layer, Owner};
+    let writer = crate::oci::LayoutWriter::create(layout)?;
+    let file_size = size.min(64 * MIB);
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for index in 0..size.div_ceil(file_size) {
+        let (layer, diff_id) = add_layer(&writer, |layer| {
+            let bytes = PseudoRandom::new(file_size, seed * 1000 + index);
+            layer.file(&format!("data/{index}.bin"), Owner::root(0o644), file_size, bytes)
+        })?;
+        layers.push(layer);
+        diff_ids.push(diff_id.to_string());
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": { "Env": ["PATH=/usr/bin"] },
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+    });
+    let config = writer.add_bytes(oci_spec::image::MediaType::ImageConfig, &crate::oci::canonical_json(&config)?)?;
+    let manifest = oci_spec::image::ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(oci_spec::image::MediaType::ImageManifest)
+        .config(config)
+        .layers(layers)
+        .build()?;
+    let manifest = writer.add_json(oci_spec::image::MediaType::ImageManifest, &manifest)?;
+    writer.finish(manifest, "bench")?;
+    Ok(())
+}
+
+/// Incompressible bytes (xorshift), so gzip cannot shrink the synthetic layers. Streamed: the
+/// bench's own memory stays small, and a child's peak RSS starts from its parent's at fork.
+struct PseudoRandom {
+    state: u64,
+    remaining: u64,
+}
+
+impl PseudoRandom {
+    fn new(len: u64, seed: u64) -> PseudoRandom {
+        PseudoRandom { state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1, remaining: len }
+    }
+}
+
+impl std::io::Read for PseudoRandom {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.remaining as usize) / 8 * 8;
+        let n = if n == 0 { buf.len().min(self.remaining as usize) } else { n };
+        for chunk in buf[..n].chunks_mut(8) {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            chunk.copy_from_slice(&self.state.to_le_bytes()[..chunk.len()]);
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
 }
 
 /// Runs this xtask with `args`, output discarded; returns its wall time and peak RSS in KiB.

@@ -77,6 +77,9 @@ commands:
         clean compile time of this crate
   bench parity
         print the time and peak memory of `parity --logs` on synthetic 100,000-action logs
+  bench image
+        print the time of `image wrap` on a 1 GiB base next to a 10 MiB one, and the peak memory of
+        `image unpack` on images of 10 MiB, 256 MiB and 1 GiB
 ";
 
 #[derive(Debug, PartialEq)]
@@ -115,6 +118,7 @@ pub enum Command {
         include_compile: bool,
     },
     BenchParity,
+    BenchImage,
     Help,
 }
 
@@ -309,6 +313,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
             [] => Command::Bench { include_compile: true },
             [flag] if flag == "--no-compile" => Command::Bench { include_compile: false },
             [what] if what == "parity" => Command::BenchParity,
+            [what] if what == "image" => Command::BenchImage,
             _ => bail!("bench: unknown arguments {rest:?}"),
         },
         other => bail!("unknown command {other:?}\n\n{USAGE}"),
@@ -439,10 +444,47 @@ mod tests {
         assert_eq!(invocation.root, Some(PathBuf::from("/r")));
         assert_eq!(
             invocation.command,
-            Command::Generate(generate::Options { check: true, reprobe: true, only: vec!["lre-cc".into()] })
+            Command::Generate(generate::Options {
+                check: true,
+                reprobe: true,
+                only: vec!["lre-cc".into()],
+                from: None
+            })
         );
         assert!(parse_str("generate --reprobe").unwrap_err().to_string().contains("--check"));
         assert!(parse_str("generate --force").is_err());
+        let from = parse_str("generate --only lre-cc --from oci:images/debian:bookworm").unwrap();
+        let Command::Generate(options) = from.command else { panic!("not generate") };
+        assert_eq!(options.from, Some(ImageRef::Layout { dir: "images/debian".into(), tag: Some("bookworm".into()) }));
+        assert!(parse_str("generate --from docker://debian").unwrap_err().to_string().contains("oci:DIR[:TAG]"));
+    }
+
+    #[test]
+    fn parses_image_commands() {
+        let wrap = parse_str("image wrap --base oci:/b --nativelink /n --output /o --tag t --env-program /e").unwrap();
+        assert_eq!(
+            wrap.command,
+            Command::ImageWrap(WrapOptions {
+                base: ImageRef::Layout { dir: "/b".into(), tag: None },
+                nativelink: "/n".into(),
+                output: "/o".into(),
+                tag: Some("t".into()),
+                title: "nativelink-worker".into(),
+                source: None,
+                revision: None,
+                env_program: Some("/e".into()),
+            })
+        );
+        let pack = parse_str("image pack --rootfs /r --output /o --env A=1 --env B=2").unwrap();
+        let Command::ImagePack(pack) = pack.command else { panic!("not pack") };
+        assert_eq!((pack.tag.as_str(), pack.env), ("latest", vec!["A=1".to_owned(), "B=2".to_owned()]));
+        assert!(parse_str("image wrap --base oci:/b --output /o").unwrap_err().to_string().contains("--nativelink"));
+        assert!(parse_str("image wrap --base oci:/b --nativelink /n --output /o --bogus x")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown option \"--bogus\""));
+        assert!(parse_str("image unpack --image oci:/i").unwrap_err().to_string().contains("--output"));
+        assert!(parse_str("image rebase").is_err());
     }
 
     #[test]

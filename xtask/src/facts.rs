@@ -369,6 +369,16 @@ mod tests {
     }
 
     #[test]
+    fn an_image_known_by_digest_is_named_by_it() {
+        let mut image = Image { name: "lre-cc".into(), tag: "0123abcd".into(), digest: None };
+        assert_eq!(image.reference(), "docker://lre-cc:0123abcd");
+        image.digest = Some(format!("sha256:{}", "ab".repeat(32)));
+        assert_eq!(image.reference(), format!("docker://lre-cc@sha256:{}", "ab".repeat(32)));
+        let json = serde_json::to_string(&Image { digest: None, ..image.clone() }).unwrap();
+        assert!(!json.contains("digest"), "lock files without digests stay as they were: {json}");
+    }
+
+    #[test]
     fn formats_rfc3339_dates() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");

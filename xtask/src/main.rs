@@ -53,6 +53,7 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Bench { include_compile } => xtask::bench::run(&project, include_compile),
         Command::BenchParity => xtask::bench::parity(),
+        Command::BenchImage => xtask::bench::image(),
         Command::Help => {
             print!("{}", cli::USAGE);
             Ok(())

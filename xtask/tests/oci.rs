@@ -130,6 +130,28 @@ fn generate_from_a_debian_image_probes_inside_it() {
     assert!(platforms.contains(&format!("\"container-image\": \"docker://lre-cc@{digest}\"")), "{platforms}");
     xtask(dir.path(), &["generate", "--check"]).expect_success("--check after generating from the image");
 
+    // Without root, the probe runs in a user namespace instead of a chroot, and finds the same.
+    let unprivileged = TempDir::new("oci-generate-unprivileged");
+    copy_repo(unprivileged.path());
+    oci_manifest(unprivileged.path());
+    run_ok("chown", &["-R", "65534:65534", unprivileged.path().to_str().unwrap()]);
+    let output = Command::new(require("setpriv"))
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_xtask"), "--root"])
+        .arg(unprivileged.path())
+        .args(["generate", "--from", &from])
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    Run::from_output(output).expect_success("generate --from as an unprivileged user");
+    let theirs: Value =
+        serde_json::from_str(&std::fs::read_to_string(unprivileged.path().join("generated/lre.lock.json")).unwrap())
+            .unwrap();
+    for name in ["lre-cc", "lre-java"] {
+        for field in ["image", "environment", "cc", "java"] {
+            assert_eq!(theirs["toolchains"][name][field], facts["toolchains"][name][field], "{name}.{field}");
+        }
+    }
+
     // A path the image lacks fails the hermeticity lint (here given by the manifest).
     let manifest = std::fs::read_to_string(dir.path().join("lre/toolchains.toml")).unwrap().replacen(
         "source = \"oci\"",

@@ -29,7 +29,7 @@ pub fn pack(options: &PackOptions) -> Result<()> {
         bail!("{} is not a directory", options.rootfs.display());
     }
     for entry in &options.env {
-        if !entry.split_once('=').is_some_and(|(name, _)| !name.is_empty()) {
+        if entry.split_once('=').is_none_or(|(name, _)| name.is_empty()) {
             bail!("--env {entry:?}: write NAME=value");
         }
     }

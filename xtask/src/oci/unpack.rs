@@ -304,7 +304,10 @@ fn remove_tree(path: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    fn layer(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+    /// Path, type, and contents (or link target).
+    type Entry<'a> = (&'a str, tar::EntryType, &'a str);
+
+    fn layer(entries: &[Entry<'_>]) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
         for (path, kind, data_or_link) in entries {
             let mut header = tar::Header::new_gnu();
@@ -329,7 +332,6 @@ mod tests {
 
     trait Literal {
         fn set_path_literal(&mut self, path: &str);
-        fn set_link_name_literal(&mut self, link: &str) -> io::Result<()>;
     }
 
     // tar::Header::set_path refuses `..` and absolute paths; malicious layers need them raw.
@@ -340,13 +342,6 @@ mod tests {
             name[..path.len()].copy_from_slice(path.as_bytes());
             self.set_cksum();
         }
-        fn set_link_name_literal(&mut self, link: &str) -> io::Result<()> {
-            let name = &mut self.as_old_mut().linkname;
-            name.fill(0);
-            name[..link.len()].copy_from_slice(link.as_bytes());
-            self.set_cksum();
-            Ok(())
-        }
     }
 
     fn root(label: &str) -> PathBuf {
@@ -356,7 +351,7 @@ mod tests {
         dir
     }
 
-    fn apply(root: &Path, entries: &[(&str, tar::EntryType, &str)]) -> Result<()> {
+    fn apply(root: &Path, entries: &[Entry<'_>]) -> Result<()> {
         apply_layer(&mut layer(entries).as_slice(), root)
     }
 
@@ -393,7 +388,7 @@ mod tests {
 
     #[test]
     fn escaping_entries_and_devices_are_refused() {
-        let cases: [(&[(&str, tar::EntryType, &str)], &str); 6] = [
+        let cases: [(&[Entry<'_>], &str); 6] = [
             (&[("../evil", File_, "x")], "climbs out with `..`"),
             (&[("/etc/evil", File_, "x")], "absolute path /etc/evil"),
             (&[("lib/x", Symlink, "../../../etc/shadow")], "points outside the image's root"),

@@ -84,7 +84,7 @@ pub fn wrap(options: &WrapOptions) -> Result<Descriptor> {
     .context("writing the worker layer")?;
     layers.push(added);
 
-    let config = worker_config(base.config_json.clone(), &diff_id.to_string(), options)?;
+    let config = worker_config(base.config_json.clone(), diff_id.as_ref(), options)?;
     let config = writer.add_bytes(MediaType::ImageConfig, &canonical_json(&config)?)?;
     let mut manifest = oci_spec::image::ImageManifestBuilder::default()
         .schema_version(2u32)
