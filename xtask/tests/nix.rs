@@ -235,17 +235,12 @@ impl MockNix {
     }
 
     fn generate(&self, root: &Path, extra_env: &[(&str, &str)]) -> Run {
-        let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .env("PATH", self.dir.path().join("bin"))
-            .env("MOCK_NIX_LOG", self.dir.path().join("log"))
-            .env("MOCK_NIX_IMAGES", self.dir.path().join("images.json"))
-            .envs(extra_env.iter().copied())
-            .arg("--root")
-            .arg(root)
-            .arg("generate")
-            .output()
-            .unwrap();
-        Run::from_output(output)
+        let mut env = vec![
+            ("MOCK_NIX_LOG", self.dir.path().join("log").into_os_string()),
+            ("MOCK_NIX_IMAGES", self.dir.path().join("images.json").into_os_string()),
+        ];
+        env.extend(extra_env.iter().map(|(name, value)| (*name, value.into())));
+        generate_with(root, &self.dir.path().join("bin"), &env)
     }
 
     fn command_lines(&self) -> Vec<Vec<String>> {
@@ -255,6 +250,23 @@ impl MockNix {
             .map(|line| serde_json::from_str(line).unwrap())
             .collect()
     }
+}
+
+/// `generate` with `path` as the xtask's whole PATH (and `env` added).
+fn generate_with(root: &Path, path: &Path, env: &[(&str, std::ffi::OsString)]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .env("PATH", path)
+        .envs(env.iter().map(|(name, value)| (name, value)))
+        .arg("--root")
+        .arg(root)
+        .arg("generate")
+        .output()
+        .unwrap();
+    Run::from_output(output)
+}
+
+fn generate_with_path(root: &Path, path: &Path) -> Run {
+    generate_with(root, path, &[])
 }
 
 /// The Debian machine's gcc and JDK, reported as if the flake's images carried them. `/usr`
@@ -423,14 +435,7 @@ fn without_nix_generate_says_what_to_do_and_leaves_generated_untouched() {
         manifest_with("source = \"host\"\nenv = { PATH = \"/usr/bin:/bin\", CC = \"gcc\" }", "source = \"nix\"");
     let dir = repo_with_manifest("no-nix-repo", &manifest);
     let before = snapshot(dir.path());
-    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .env("PATH", empty.path())
-        .arg("--root")
-        .arg(dir.path())
-        .arg("generate")
-        .output()
-        .unwrap();
-    let run = Run::from_output(output).expect_failure("generate without Nix");
+    let run = generate_with_path(dir.path(), empty.path()).expect_failure("generate without Nix");
     for expected in [
         "toolchain lre-cc: source = \"nix\" needs Nix 2.19.0 or newer, and `nix` is not on PATH",
         "`nix develop`",
@@ -455,14 +460,7 @@ fn debians_nix_is_refused_naming_the_version_found_and_the_one_needed() {
     );
     let dir = repo_with_manifest("old-nix", &nix_manifest("roots = [\"/usr\"]\n"));
     let before = snapshot(dir.path());
-    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .env("PATH", nix.parent().unwrap())
-        .arg("--root")
-        .arg(dir.path())
-        .arg("generate")
-        .output()
-        .unwrap();
-    let run = Run::from_output(output).expect_failure("generate with Nix 2.8");
+    let run = generate_with_path(dir.path(), nix.parent().unwrap()).expect_failure("generate with Nix 2.8");
     assert!(
         run.stderr.contains(&format!("needs Nix 2.19.0 or newer, but {} is Nix {found}", nix.display())),
         "{}",

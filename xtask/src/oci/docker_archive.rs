@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
@@ -62,17 +62,9 @@ fn unique() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// The archive's member name as a safe relative path.
+/// The archive's member name as a safe relative path (absolute names and `..` are refused).
 fn member_path(raw: &Path) -> Result<PathBuf> {
-    let mut path = PathBuf::new();
-    for component in raw.components() {
-        match component {
-            Component::Normal(part) => path.push(part),
-            Component::CurDir => {}
-            _ => bail!("archive member {} leaves the archive (absolute or `..`)", raw.display()),
-        }
-    }
-    Ok(path)
+    super::unpack::entry_path(raw).with_context(|| format!("archive member {}", raw.display()))
 }
 
 fn extract(archive: &Path, into: &Path) -> Result<()> {
@@ -177,13 +169,5 @@ fn to_layout(extracted: &Path, layout: &Path) -> Result<()> {
         descriptor
             .set_annotations(Some([(REF_NAME.to_owned(), tag.rsplit(':').next().unwrap_or(tag).to_owned())].into()));
     }
-    let index = oci_spec::image::ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageIndex)
-        .manifests(vec![descriptor])
-        .build()
-        .context("building the index")?;
-    std::fs::write(layout.join("index.json"), canonical_json(&index)?)?;
-    std::fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    Ok(())
+    super::write_index(layout, descriptor)
 }

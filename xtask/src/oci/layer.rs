@@ -7,9 +7,8 @@ use anyhow::{Context, Result};
 use flate2::write::GzEncoder;
 use flate2::Compression as Level;
 use oci_spec::image::{Descriptor, Digest, MediaType};
-use sha2::{Digest as _, Sha256};
 
-use super::LayoutWriter;
+use super::{HashingWriter, LayoutWriter};
 
 /// Who owns an entry and its permission bits.
 #[derive(Debug, Clone, Copy)]
@@ -26,13 +25,13 @@ impl Owner {
 }
 
 pub struct LayerWriter<'w> {
-    tar: tar::Builder<DiffIdWriter<GzEncoder<&'w mut dyn Write>>>,
+    tar: tar::Builder<HashingWriter<GzEncoder<&'w mut dyn Write>>>,
 }
 
 impl<'w> LayerWriter<'w> {
     pub fn new(out: &'w mut dyn Write) -> LayerWriter<'w> {
         let gzip = GzEncoder::new(out, Level::fast());
-        let mut tar = tar::Builder::new(DiffIdWriter { inner: gzip, hasher: Sha256::new() });
+        let mut tar = tar::Builder::new(HashingWriter::new(gzip));
         tar.mode(tar::HeaderMode::Deterministic);
         LayerWriter { tar }
     }
@@ -72,27 +71,9 @@ impl<'w> LayerWriter<'w> {
 
     /// Ends the tar and the gzip stream; returns the diff_id.
     pub fn finish(self) -> Result<Digest> {
-        let diff = self.tar.into_inner().context("ending the layer's tar stream")?;
-        let digest = super::digest_of_hex(&super::hex(&diff.hasher.finalize()));
-        diff.inner.finish().context("ending the layer's gzip stream")?.flush()?;
-        Ok(digest)
-    }
-}
-
-struct DiffIdWriter<W> {
-    inner: W,
-    hasher: Sha256,
-}
-
-impl<W: Write> Write for DiffIdWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        let (gzip, diff_id, _) = self.tar.into_inner().context("ending the layer's tar stream")?.finish();
+        gzip.finish().context("ending the layer's gzip stream")?.flush()?;
+        Ok(diff_id)
     }
 }
 

@@ -409,12 +409,12 @@ impl LayoutWriter {
     ) -> Result<Descriptor> {
         let temporary = self.staging.join(format!("blob-{}.partial", std::process::id()));
         let file = File::create(&temporary).with_context(|| format!("cannot create {}", temporary.display()))?;
-        let mut hashing = HashingWriter { inner: io::BufWriter::new(file), hasher: Sha256::new(), written: 0 };
+        let mut hashing = HashingWriter::new(io::BufWriter::new(file));
         write(&mut hashing)?;
-        hashing.inner.flush().context("writing a blob")?;
-        let (hex, size) = (hex(&hashing.hasher.finalize()), hashing.written);
-        std::fs::rename(&temporary, self.blob_path(&hex)).context("storing a blob")?;
-        Ok(Descriptor::new(media_type, size, digest_of_hex(&hex)))
+        let (mut file, digest, size) = hashing.finish();
+        file.flush().context("writing a blob")?;
+        std::fs::rename(&temporary, self.blob_path(sha256_hex(&digest)?)).context("storing a blob")?;
+        Ok(Descriptor::new(media_type, size, digest))
     }
 
     /// A blob of another layout, hard-linked when both are on one file system (else copied),
@@ -440,19 +440,23 @@ impl LayoutWriter {
     pub fn finish(self, manifest: Descriptor, tag: &str) -> Result<PathBuf> {
         let mut manifest = manifest;
         manifest.set_annotations(Some([(REF_NAME.to_owned(), tag.to_owned())].into()));
-        let index = oci_spec::image::ImageIndexBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageIndex)
-            .manifests(vec![manifest])
-            .build()
-            .context("building the image index")?;
-        std::fs::write(self.staging.join("index.json"), canonical_json(&index)?).context("writing index.json")?;
-        std::fs::write(self.staging.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
-            .context("writing oci-layout")?;
+        write_index(&self.staging, manifest)?;
         std::fs::rename(&self.staging, &self.destination)
             .with_context(|| format!("cannot move the finished layout to {}", self.destination.display()))?;
         Ok(self.destination.clone())
     }
+}
+
+/// Writes `index.json` (naming `manifest`) and `oci-layout` into `dir`.
+fn write_index(dir: &Path, manifest: Descriptor) -> Result<()> {
+    let index = oci_spec::image::ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![manifest])
+        .build()
+        .context("building the image index")?;
+    std::fs::write(dir.join("index.json"), canonical_json(&index)?).context("writing index.json")?;
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).context("writing oci-layout")
 }
 
 impl Drop for LayoutWriter {
@@ -461,10 +465,22 @@ impl Drop for LayoutWriter {
     }
 }
 
+/// Hashes and counts what is written through it.
 struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
     written: u64,
+}
+
+impl<W> HashingWriter<W> {
+    fn new(inner: W) -> HashingWriter<W> {
+        HashingWriter { inner, hasher: Sha256::new(), written: 0 }
+    }
+
+    /// The writer, the digest and the size of what was written.
+    fn finish(self) -> (W, Digest, u64) {
+        (self.inner, digest_of_hex(&hex(&self.hasher.finalize())), self.written)
+    }
 }
 
 impl<W: Write> Write for HashingWriter<W> {

@@ -181,7 +181,7 @@ pub fn apply_layer(stream: &mut dyn Read, root: &Path) -> Result<()> {
 }
 
 /// A tar entry name as a path relative to the image's root; absolute paths and `..` are refused.
-fn entry_path(raw: &Path) -> Result<PathBuf> {
+pub(crate) fn entry_path(raw: &Path) -> Result<PathBuf> {
     let mut path = PathBuf::new();
     for component in raw.components() {
         match component {
