@@ -365,6 +365,7 @@ fn parse_image(rest: Vec<String>) -> Result<Command> {
                 source: one("--source"),
                 revision: one("--revision"),
                 env_program: one("--env-program").map(PathBuf::from),
+                unpacked_images: None,
             })
         }
         other => bail!("image: unknown subcommand {other:?}; say `image pack`, `image unpack` or `image wrap`"),
@@ -473,6 +474,7 @@ mod tests {
                 source: None,
                 revision: None,
                 env_program: Some("/e".into()),
+                unpacked_images: None,
             })
         );
         let pack = parse_str("image pack --rootfs /r --output /o --env A=1 --env B=2").unwrap();

@@ -29,6 +29,7 @@ fn run() -> anyhow::Result<()> {
             let (source, revision) = xtask::oci::wrap::git_labels(&project.root);
             options.source = options.source.or(source);
             options.revision = options.revision.or(revision);
+            options.unpacked_images = Some(project.local_dir().join("oci"));
             xtask::oci::wrap::wrap(&options).map(drop)
         }
         Command::Run { target, bazel_args, install_missing } => {

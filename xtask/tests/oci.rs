@@ -475,3 +475,35 @@ fn a_docker_save_archive_is_read_like_a_layout() {
         .expect_failure("a truncated docker archive");
     assert!(!cut_output.exists());
 }
+
+#[test]
+fn wrap_warns_when_a_base_it_knows_lacks_usr_bin_env_and_can_add_one() {
+    let dir = TempDir::new("oci-env");
+    copy_repo(dir.path());
+    oci_manifest(dir.path());
+    let layout = tiny_image(&dir.path().join("tiny"), &[good_layer()], TAR);
+    let base = format!("oci:{}", layout.display());
+    // The probe fails (the image has no gcc), but the image is unpacked and cached by then.
+    let run =
+        xtask(dir.path(), &["generate", "--only", "lre-cc", "--from", &base]).expect_failure("no gcc in the image");
+    assert!(run.stderr.contains("CC=gcc is not on the toolchain's PATH (/usr/bin)"), "{}", run.stderr);
+
+    let nativelink = stand_in_nativelink(dir.path());
+    let wrap_in = |output: &str, extra: &[&str]| {
+        let output = dir.path().join(output);
+        let mut args = vec!["image", "wrap", "--base", &base, "--nativelink", nativelink.to_str().unwrap()];
+        args.extend(["--output", output.to_str().unwrap()]);
+        args.extend(extra);
+        (xtask(dir.path(), &args).expect_success("image wrap"), output)
+    };
+    let (run, _) = wrap_in("worker", &[]);
+    assert!(run.stderr.contains("warning: the base has no /usr/bin/env"), "{}", run.stderr);
+
+    let (run, output) = wrap_in("worker-with-env", &["--env-program", "/usr/bin/env"]);
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+    let rootfs = dir.path().join("worker-with-env-rootfs");
+    unpack(&format!("oci:{}", output.display()), &rootfs).expect_success("unpacking the worker");
+    assert_eq!(std::fs::read(rootfs.join("usr/bin/env")).unwrap(), std::fs::read("/usr/bin/env").unwrap());
+    assert_eq!(std::fs::metadata(rootfs.join("usr/bin/env")).unwrap().mode() & 0o777, 0o755);
+    assert_eq!(std::fs::read(rootfs.join("usr/bin/tool")).unwrap(), b"#!/bin/sh\n", "the base's files are kept");
+}

@@ -32,6 +32,9 @@ pub struct WrapOptions {
     pub revision: Option<String>,
     /// A static `env` to install as /usr/bin/env, for bases without one.
     pub env_program: Option<PathBuf>,
+    /// Where `generate` keeps unpacked images: when the base is there, wrap can tell (without
+    /// reading the base) whether it lacks /usr/bin/env.
+    pub unpacked_images: Option<PathBuf>,
 }
 
 pub fn wrap(options: &WrapOptions) -> Result<Descriptor> {
@@ -51,6 +54,12 @@ pub fn wrap(options: &WrapOptions) -> Result<Descriptor> {
         Some(tag) => tag.clone(),
         None => base_tag(&base.manifest_descriptor).unwrap_or("latest").to_owned(),
     };
+    if options.env_program.is_none() && lacks_env(options.unpacked_images.as_deref(), base.digest()) == Some(true) {
+        eprintln!(
+            "warning: the base has no /usr/bin/env, so `#!/usr/bin/env` scripts will not run on this worker; \
+             pass --env-program FILE (a static env) to add one"
+        );
+    }
     let writer = LayoutWriter::create(&options.output)?;
 
     let mut layers = Vec::new();
@@ -105,6 +114,16 @@ pub fn wrap(options: &WrapOptions) -> Result<Descriptor> {
         base.digest()
     );
     Ok(descriptor)
+}
+
+/// Whether the base, if `generate` unpacked it already, lacks /usr/bin/env (`None`: unknown).
+fn lacks_env(unpacked_images: Option<&Path>, digest: &oci_spec::image::Digest) -> Option<bool> {
+    let unpacked = unpacked_images?.join(super::sha256_hex(digest).ok()?);
+    if !unpacked.join("complete").exists() {
+        return None;
+    }
+    let env = super::unpack::resolve_in_root(&unpacked.join("rootfs"), Path::new("/usr/bin/env"), true).ok()?;
+    Some(!env.exists())
 }
 
 fn base_tag(descriptor: &Descriptor) -> Option<&str> {
