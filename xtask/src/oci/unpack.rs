@@ -115,6 +115,9 @@ pub fn apply_layer(stream: &mut dyn Read, root: &Path) -> Result<()> {
             continue;
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+            if matches!(hidden, "" | "." | "..") {
+                bail!("entry {} is a whiteout of {hidden:?}, which names no file in its directory", raw.display());
+            }
             remove_tree(&parent.join(hidden)).with_context(|| format!("whiteout {}", raw.display()))?;
             continue;
         }
@@ -388,7 +391,10 @@ mod tests {
 
     #[test]
     fn escaping_entries_and_devices_are_refused() {
-        let cases: [(&[Entry<'_>], &str); 6] = [
+        let cases: [(&[Entry<'_>], &str); 9] = [
+            (&[(".wh...", File_, "")], "a whiteout of \"..\""),
+            (&[("etc/.wh..", File_, "")], "a whiteout of \".\""),
+            (&[("etc/.wh.", File_, "")], "a whiteout of \"\""),
             (&[("../evil", File_, "x")], "climbs out with `..`"),
             (&[("/etc/evil", File_, "x")], "absolute path /etc/evil"),
             (&[("lib/x", Symlink, "../../../etc/shadow")], "points outside the image's root"),
