@@ -39,7 +39,11 @@ pub fn unpack_cached(layout: &Layout, image: &Image, cache: &Path) -> Result<Pat
         std::fs::create_dir_all(staging.join("rootfs"))?;
         unpack(layout, image, &staging.join("rootfs"))?;
         std::fs::write(staging.join("complete"), image.digest().to_string())?;
-        let _ = remove_tree(&done);
+        if done.join("complete").exists() {
+            // Another run finished the same image meanwhile; it may be probing in it already.
+            return remove_tree(&staging).context("removing a duplicate unpack");
+        }
+        let _ = remove_tree(&done); // an incomplete leftover
         std::fs::rename(&staging, &done)
             .with_context(|| format!("cannot move the unpacked image to {}", done.display()))
     })();

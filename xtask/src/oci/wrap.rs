@@ -40,7 +40,11 @@ pub struct WrapOptions {
 pub fn wrap(options: &WrapOptions) -> Result<Descriptor> {
     let binary = File::open(&options.nativelink)
         .with_context(|| format!("cannot read the nativelink binary {}", options.nativelink.display()))?;
-    let binary_size = binary.metadata()?.len();
+    let binary_meta = binary.metadata()?;
+    if !binary_meta.is_file() {
+        bail!("--nativelink {} is not a file", options.nativelink.display());
+    }
+    let binary_size = binary_meta.len();
     let env_program = match &options.env_program {
         Some(path) => {
             let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
